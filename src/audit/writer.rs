@@ -1,0 +1,182 @@
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::event::{AuditEvent, NewEvent, GENESIS_HASH};
+use crate::metrics::Metrics;
+use crate::storage::{self, Cf, Store, StoreError};
+
+/// Most events written in one batch; more wait for the next.
+const MAX_BATCH: usize = 4096;
+
+/// When a request may be answered relative to its audit event being on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// The response waits until the event's batch is synced to the write-ahead log.
+    #[default]
+    Sync,
+    /// The response does not wait. A crash can lose the last events of served reads.
+    Async,
+}
+
+/// The audit store could not be written; the request must fail closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit log cannot be written")]
+pub struct AuditUnavailable;
+
+struct Pending {
+    event: NewEvent,
+    ack: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
+}
+
+/// The sending side of the audit writer.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<Pending>,
+    durability: Durability,
+    metrics: Metrics,
+}
+
+impl AuditLog {
+    /// Starts the writer thread over `store`, continuing the chain stored there.
+    pub fn start(
+        store: Store,
+        metrics: Metrics,
+        durability: Durability,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let (seq, head) = chain_head(&store)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer { store, metrics: metrics.clone(), rx, next_seq: seq + 1, head };
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Rocks(rocksdb::Error::new(e.to_string())))?;
+        Ok((Self { tx, durability, metrics }, thread))
+    }
+
+    /// Records a machine request's event; in `sync` mode waits until it is durable.
+    pub async fn record(&self, event: NewEvent) -> Result<(), AuditUnavailable> {
+        match self.durability {
+            Durability::Sync => self.record_durable(event).await.map(drop),
+            Durability::Async => self.send(event, None),
+        }
+    }
+
+    /// Records an event and waits until it is durable, whatever the mode: admin changes
+    /// are rare and always worth the wait. Returns the event's sequence number.
+    pub async fn record_durable(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
+        let (ack, done) = oneshot::channel();
+        self.send(event, Some(ack))?;
+        done.await.map_err(|_| AuditUnavailable)?
+    }
+
+    /// Whether the writer thread is still taking events.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Queues an event without waiting for it.
+    pub fn record_later(&self, event: NewEvent) {
+        let _ = self.send(event, None);
+    }
+
+    fn send(
+        &self,
+        event: NewEvent,
+        ack: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
+    ) -> Result<(), AuditUnavailable> {
+        self.metrics.audit_queue_depth.inc();
+        self.tx.send(Pending { event, ack }).map_err(|_| {
+            self.metrics.audit_queue_depth.dec();
+            AuditUnavailable
+        })
+    }
+}
+
+/// Sequence number and hash of the newest stored event.
+fn chain_head(store: &Store) -> Result<(u64, String), StoreError> {
+    let Some(key) = store.last_key(Cf::Audit)? else {
+        return Ok((0, GENESIS_HASH.to_owned()));
+    };
+    let event: Option<AuditEvent> = store.get(Cf::Audit, &key)?;
+    Ok(event.map_or((0, GENESIS_HASH.to_owned()), |e| (e.seq, e.hash)))
+}
+
+struct Writer {
+    store: Store,
+    metrics: Metrics,
+    rx: mpsc::UnboundedReceiver<Pending>,
+    next_seq: u64,
+    head: String,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(64);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                let Ok(more) = self.rx.try_recv() else { break };
+                batch.push(more);
+            }
+            self.metrics.audit_queue_depth.sub(batch.len() as i64);
+            self.flush(&mut batch);
+        }
+    }
+
+    fn flush(&mut self, batch: &mut Vec<Pending>) {
+        let started = Instant::now();
+        let mut head = self.head.clone();
+        let mut events = Vec::with_capacity(batch.len());
+        for (i, p) in batch.iter_mut().enumerate() {
+            let event = AuditEvent::seal(p.event.clone(), self.next_seq + i as u64, &head);
+            head.clone_from(&event.hash);
+            events.push(event);
+        }
+
+        let result = self.write(&events);
+        self.metrics.audit_flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.audit_batch_size.observe(events.len() as f64);
+        match result {
+            Ok(()) => {
+                self.next_seq += events.len() as u64;
+                self.head = head;
+                self.metrics.audit_events.inc_by(events.len() as u64);
+                for (p, e) in batch.drain(..).zip(&events) {
+                    if let Some(ack) = p.ack {
+                        let _ = ack.send(Ok(e.seq));
+                    }
+                }
+            }
+            Err(err) => {
+                self.metrics.audit_write_failures.inc();
+                tracing::error!(error = %err, events = events.len(), "audit batch not written; requests fail closed");
+                for p in batch.drain(..) {
+                    if let Some(ack) = p.ack {
+                        let _ = ack.send(Err(AuditUnavailable));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        let mut wb = self.store.batch();
+        for e in events {
+            let seq = e.seq.to_be_bytes();
+            wb.put(Cf::Audit, &seq, e)?;
+            let mut by_vault = storage::prefix(&[e.vault.as_str()]);
+            by_vault.extend_from_slice(&seq);
+            wb.put_raw(Cf::AuditByVault, &by_vault, &[])?;
+            if let Some(m) = e.machine {
+                let mut by_machine = m.as_bytes().to_vec();
+                by_machine.extend_from_slice(&seq);
+                wb.put_raw(Cf::AuditByMachine, &by_machine, &[])?;
+            }
+        }
+        wb.commit(true)
+    }
+}

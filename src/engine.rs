@@ -1,0 +1,122 @@
+//! The running server's shared state: store, machines, nonces, audit, metrics, geo.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::{AuditLog, NewEvent, Outcome};
+use crate::config::Config;
+use crate::domain::{MachineId, VaultName};
+use crate::guardrails::{GeoDb, IpAllowlist};
+use crate::machines::Machines;
+use crate::metrics::Metrics;
+use crate::nonce::NonceCache;
+use crate::storage::Store;
+use crate::vaults::Vaults;
+
+/// Failed authentications recorded per machine per minute; the rest are only counted.
+pub const FAILED_AUTH_EVENTS_PER_MINUTE: u32 = 20;
+
+/// Everything a request handler needs, shared by all workers.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Config,
+    /// Base URL that bootstrap commands point at.
+    pub public_url: String,
+    pub store: Store,
+    pub vaults: Vaults,
+    pub machines: Machines,
+    pub nonces: NonceCache,
+    pub audit: AuditLog,
+    pub metrics: Metrics,
+    pub geo: GeoDb,
+    pub trusted_proxies: IpAllowlist,
+    /// Unix second the process started; requests signed at or before it are refused.
+    pub started_at: i64,
+    failed_auth: moka::sync::Cache<MachineId, Arc<AtomicU32>>,
+}
+
+/// Who made a request and where from, for its audit event.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub source_ip: std::net::IpAddr,
+}
+
+impl Engine {
+    #[expect(clippy::too_many_arguments, reason = "assembled once, at start-up")]
+    pub fn new(
+        config: Config,
+        public_url: String,
+        store: Store,
+        vaults: Vaults,
+        machines: Machines,
+        audit: AuditLog,
+        metrics: Metrics,
+        geo: GeoDb,
+        started_at: i64,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let trusted_proxies = config.trusted_proxies()?;
+        Ok(Self {
+            nonces: NonceCache::new(config.auth.skew_seconds),
+            failed_auth: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            config,
+            public_url,
+            store,
+            vaults,
+            machines,
+            audit,
+            metrics,
+            geo,
+            trusted_proxies,
+            started_at,
+        })
+    }
+
+    /// Builds an audit event for this request.
+    #[expect(clippy::too_many_arguments, reason = "one field each of the event")]
+    pub fn event(
+        &self,
+        meta: &RequestMeta,
+        vault: &VaultName,
+        machine: Option<MachineId>,
+        actor: String,
+        action: &'static str,
+        secret: Option<String>,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+        country: Option<String>,
+        time: DateTime<Utc>,
+    ) -> NewEvent {
+        NewEvent {
+            time,
+            vault: vault.clone(),
+            machine,
+            actor,
+            action,
+            secret,
+            outcome,
+            reason,
+            source_ip: Some(meta.source_ip.to_string()),
+            country,
+            request_id: meta.request_id.clone(),
+            detail: None,
+        }
+    }
+
+    /// Records a failed authentication for a real machine, unless that machine has already
+    /// had its share this minute; dropped events are counted.
+    pub fn record_failed_auth(&self, event: NewEvent, machine: MachineId) {
+        let count = self.failed_auth.get_with(machine, || Arc::new(AtomicU32::new(0)));
+        if count.fetch_add(1, Ordering::Relaxed) >= FAILED_AUTH_EVENTS_PER_MINUTE {
+            self.metrics.audit_rate_limited.inc();
+            return;
+        }
+        self.audit.record_later(event);
+    }
+}

@@ -1,0 +1,280 @@
+//! Durable state in RocksDB, one column family per kind of record.
+//!
+//! Records are JSON, keyed by their names joined with NUL bytes (names cannot contain NUL),
+//! or by big-endian integers where order matters (audit sequence, expiry time). Every write
+//! that acknowledges an admin change is synced to the write-ahead log before it returns.
+
+pub mod sealing;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use sealing::{SealError, Sealer};
+
+/// The kinds of record, each in its own column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cf {
+    Vaults,
+    Tokens,
+    Projects,
+    /// Head of each secret: latest version and policy.
+    Secrets,
+    /// Sealed values, one per secret version.
+    SecretVersions,
+    Machines,
+    /// `expires_at` (big-endian seconds) followed by machine id: the sweep's index.
+    Expiry,
+    Bootstrap,
+    Settings,
+    Audit,
+    AuditByMachine,
+    AuditByVault,
+    Meta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 13] = [
+        Cf::Vaults,
+        Cf::Tokens,
+        Cf::Projects,
+        Cf::Secrets,
+        Cf::SecretVersions,
+        Cf::Machines,
+        Cf::Expiry,
+        Cf::Bootstrap,
+        Cf::Settings,
+        Cf::Audit,
+        Cf::AuditByMachine,
+        Cf::AuditByVault,
+        Cf::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Vaults => "vaults",
+            Cf::Tokens => "tokens",
+            Cf::Projects => "projects",
+            Cf::Secrets => "secrets",
+            Cf::SecretVersions => "secret_versions",
+            Cf::Machines => "machines",
+            Cf::Expiry => "expiry",
+            Cf::Bootstrap => "bootstrap",
+            Cf::Settings => "settings",
+            Cf::Audit => "audit",
+            Cf::AuditByMachine => "audit_by_machine",
+            Cf::AuditByVault => "audit_by_vault",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("record in {cf} does not decode: {source}")]
+    Corrupt {
+        cf: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("column family {0} is missing")]
+    MissingCf(&'static str),
+}
+
+/// Joins name parts into a key, separated by NUL bytes.
+pub fn key(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// A key prefix that matches every key starting with these parts and a separator.
+pub fn prefix(parts: &[&str]) -> Vec<u8> {
+    let mut out = key(parts);
+    out.push(0);
+    out
+}
+
+/// The RocksDB database with its column families.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
+    }
+}
+
+impl Store {
+    /// Opens or creates the database at `path` with every column family.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Opens an existing database read-only, for offline checks of a stopped server's data.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let opts = Options::default();
+        let names = Cf::ALL.iter().map(|cf| cf.name());
+        let db = DB::open_cf_for_read_only(&opts, path, names, false)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(cf.name()).ok_or(StoreError::MissingCf(cf.name()))
+    }
+
+    pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.cf(cf)?, key)? else {
+            return Ok(None);
+        };
+        decode(cf, &bytes).map(Some)
+    }
+
+    pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.is_some())
+    }
+
+    /// A new empty batch of writes.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch { store: self, inner: WriteBatch::default() }
+    }
+
+    /// Every record whose key starts with `prefix`, in key order, decoded.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_from(cf, prefix, |k, v| {
+            if !k.starts_with(prefix) {
+                return Ok(false);
+            }
+            out.push((k.to_vec(), decode(cf, v)?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Walks keys from `start` on, in order, until `visit` returns `false`.
+    pub fn for_each_from<F>(&self, cf: Cf, start: &[u8], mut visit: F) -> Result<(), StoreError>
+    where
+        F: FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    {
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last key in a column family, if any.
+    pub fn last_key(&self, cf: Cf) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut iter = self.db.iterator_cf(self.cf(cf)?, IteratorMode::End);
+        Ok(iter.next().transpose()?.map(|(k, _)| k.to_vec()))
+    }
+}
+
+/// A set of writes applied atomically.
+pub struct Batch<'s> {
+    store: &'s Store,
+    inner: WriteBatch,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.inner.len()).finish()
+    }
+}
+
+impl Batch<'_> {
+    pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
+            cf: cf.name(),
+            source,
+        })?;
+        self.put_raw(cf, key, &bytes)
+    }
+
+    pub fn put_raw(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put_cf(self.store.cf(cf)?, key, value);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
+        self.inner.delete_cf(self.store.cf(cf)?, key);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Applies the batch; with `sync` the write-ahead log is flushed to disk first.
+    pub fn commit(self, sync: bool) -> Result<(), StoreError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.store.db.write_opt(self.inner, &opts)?;
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { cf: cf.name(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut b = store.batch();
+            b.put(Cf::Projects, &key(&["v", "p"]), &serde_json::json!({"x": 1})).unwrap();
+            b.put(Cf::Projects, &key(&["v2", "p"]), &serde_json::json!({"x": 2})).unwrap();
+            b.commit(true).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let rows: Vec<(Vec<u8>, serde_json::Value)> =
+            store.scan_prefix(Cf::Projects, &prefix(&["v"])).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1["x"], 1);
+    }
+}
