@@ -41,7 +41,11 @@ fn machine(vault: &VaultName, key: &SigningKey) -> MachineRecord {
         registered_at: Some(now),
         approved_at: Some(now),
         projects: [ProjectName::parse("app").unwrap()].into(),
-        grants: [Grant { project: ProjectName::parse("app").unwrap(), secret: SecretName::parse("db").unwrap() }].into(),
+        grants: [Grant {
+            project: ProjectName::parse("app").unwrap(),
+            secret: SecretName::parse("db").unwrap(),
+        }]
+        .into(),
         guardrails: Default::default(),
         disabled: None,
         expired_at: None,
@@ -58,7 +62,17 @@ fn bench(c: &mut Criterion) {
     let project = ProjectName::parse("app").unwrap();
     let secret = SecretName::parse("db").unwrap();
     vaults.create_project(&vault, project.clone()).unwrap();
-    vaults.put_secret(&vault, &project, &secret, &[7u8; 32], None, "bench".into(), 1 << 16).unwrap();
+    vaults
+        .put_secret(
+            &vault,
+            &project,
+            &secret,
+            &[7u8; 32],
+            None,
+            "bench".into(),
+            1 << 16,
+        )
+        .unwrap();
 
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let record = machine(&vault, &key);
@@ -72,7 +86,17 @@ fn bench(c: &mut Criterion) {
 
     // Pre-sign a pool of requests with distinct nonces so the nonce check always passes.
     let pool: Vec<_> = (0..50_000)
-        .map(|i| sign_with(&key, &id, "GET", target, b"", &ts, &format!("nonce-{i:016}")))
+        .map(|i| {
+            sign_with(
+                &key,
+                &id,
+                "GET",
+                target,
+                b"",
+                &ts,
+                &format!("nonce-{i:016}"),
+            )
+        })
         .collect();
     let mut next = 0usize;
 
@@ -94,22 +118,47 @@ fn bench(c: &mut Criterion) {
             let now = Utc::now().timestamp();
             check_skew(headers.timestamp, now, 60, 0).unwrap();
             let snap = snapshots.get(&headers.machine_id).unwrap().clone();
-            let verified = verify(snap.key.as_ref().unwrap(), headers, "GET", target, &body_digest(b"")).unwrap();
+            let verified = verify(
+                snap.key.as_ref().unwrap(),
+                headers,
+                "GET",
+                target,
+                &body_digest(b""),
+            )
+            .unwrap();
             // The pool wraps around after 50 000 iterations; a reused nonce is then refused,
             // which costs the same as accepting it.
-            let _ = nonces.consume(verified.machine_id(), verified.nonce(), verified.timestamp(), now);
+            let _ = nonces.consume(
+                verified.machine_id(),
+                verified.nonce(),
+                verified.timestamp(),
+                now,
+            );
             assert!(snap.is_member("app") && snap.is_granted("app", "db"));
             let head = vaults.head(&vault, "app", "db").unwrap().unwrap();
-            let value = vaults.value(&vault, "app", "db", head.version).unwrap().unwrap();
+            let value = vaults
+                .value(&vault, "app", "db", head.version)
+                .unwrap()
+                .unwrap();
             black_box(value);
         })
     });
 
-    let message = canonical_request("GET", target, &id, &ts, "nonce-0000000000000000", &body_digest(b""));
+    let message = canonical_request(
+        "GET",
+        target,
+        &id,
+        &ts,
+        "nonce-0000000000000000",
+        &body_digest(b""),
+    );
     let signature = key.sign(&message);
     let vk = key.verifying_key();
     group.bench_function("verify_strict_only", |b| {
-        b.iter(|| vk.verify_strict(black_box(&message), black_box(&signature)).unwrap())
+        b.iter(|| {
+            vk.verify_strict(black_box(&message), black_box(&signature))
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -12,5 +12,5 @@ mod query;
 mod writer;
 
 pub use event::{chain_hash, AuditEvent, NewEvent, Outcome, GENESIS_HASH};
-pub use query::{verify_chain, AuditQuery, ChainReport, ChainVerdict, Page, MAX_LIMIT};
+pub use query::{verify_chain, AuditQuery, ChainReport, ChainVerdict, Filter, Page, MAX_LIMIT};
 pub use writer::{AuditLog, AuditUnavailable, Durability};

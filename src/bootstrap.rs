@@ -56,12 +56,18 @@ pub fn token_key(token: &str) -> Vec<u8> {
 
 /// Whether text has the shape of an issued token (43 URL-safe base64 characters).
 pub fn is_token_shaped(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The bootstrap URL and the command an admin runs on the host.
 pub fn command(public_url: &str, vault: &VaultName, token: &str) -> (String, String) {
-    let url = format!("{}/v1/{vault}/temp-bootstrap/{token}", public_url.trim_end_matches('/'));
+    let url = format!(
+        "{}/v1/{vault}/temp-bootstrap/{token}",
+        public_url.trim_end_matches('/')
+    );
     let command = format!("curl -sSL {url} | sh");
     (url, command)
 }

@@ -65,10 +65,16 @@ enum AuditCommand {
 pub fn run(cli: Cli) -> ExitCode {
     init_logging();
     let result = match cli.command {
-        Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir),
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => serve(config, listen, data_dir),
         Command::Admin(args) => admin::run(args),
         Command::Read { secret, home } => read(&secret, home),
-        Command::Audit { command: AuditCommand::Verify { data_dir, json } } => verify(&data_dir, json),
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir, json },
+        } => verify(&data_dir, json),
     };
     match result {
         Ok(code) => code,
@@ -88,8 +94,13 @@ fn init_logging() {
         .try_init();
 }
 
-fn serve(config: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> Result<ExitCode, String> {
-    let config = Config::load(config.as_deref(), Overrides { listen, data_dir }).map_err(|e| e.to_string())?;
+fn serve(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> Result<ExitCode, String> {
+    let config = Config::load(config.as_deref(), Overrides { listen, data_dir })
+        .map_err(|e| e.to_string())?;
     crate::server::run(config).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -109,7 +120,9 @@ fn read(secret: &str, home: Option<PathBuf>) -> Result<ExitCode, String> {
         request = request.set(k, v);
     }
     let body: serde_json::Value = admin::send(request, None)?;
-    let value = body["value"].as_str().ok_or("the server's answer has no value")?;
+    let value = body["value"]
+        .as_str()
+        .ok_or("the server's answer has no value")?;
     let mut out = std::io::stdout().lock();
     out.write_all(value.as_bytes()).map_err(|e| e.to_string())?;
     if out.is_terminal() {
@@ -119,18 +132,28 @@ fn read(secret: &str, home: Option<PathBuf>) -> Result<ExitCode, String> {
 }
 
 fn verify(data_dir: &std::path::Path, json: bool) -> Result<ExitCode, String> {
-    let store = crate::storage::Store::open_read_only(&data_dir.join("db")).map_err(|e| e.to_string())?;
+    let store =
+        crate::storage::Store::open_read_only(&data_dir.join("db")).map_err(|e| e.to_string())?;
     let report = crate::audit::verify_chain(&store).map_err(|e| e.to_string())?;
     let intact = report.verdict == crate::audit::ChainVerdict::Intact;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         use crate::audit::ChainVerdict as V;
         match &report.verdict {
-            V::Intact => println!("audit chain intact: {} events, head {}", report.length, report.head),
+            V::Intact => println!(
+                "audit chain intact: {} events, head {}",
+                report.length, report.head
+            ),
             V::Edited { seq } => println!("audit chain broken: event {seq} was edited"),
             V::Missing { expected, found } => {
-                println!("audit chain broken: events {expected} to {} are missing", found - 1)
+                println!(
+                    "audit chain broken: events {expected} to {} are missing",
+                    found - 1
+                )
             }
             V::Reordered { seq } => println!("audit chain broken: event {seq} is out of order"),
             V::Unreadable { key } => println!("audit chain broken: record {key} does not decode"),
@@ -139,5 +162,9 @@ fn verify(data_dir: &std::path::Path, json: bool) -> Result<ExitCode, String> {
             println!("{} events verified before the break", report.length);
         }
     }
-    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

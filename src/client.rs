@@ -15,7 +15,10 @@ use crate::protocol::{body_digest, canonical_request};
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("cannot read {path}: {source}; has the bootstrap script run on this host?")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: missing key {key:?}")]
     Missing { path: PathBuf, key: &'static str },
     #[error("{path}: not an Ed25519 private key in PKCS#8 PEM form")]
@@ -42,40 +45,70 @@ impl std::fmt::Debug for Identity {
 
 /// The directory the bootstrap script uses: `$TEMPVAULT_HOME`, else `$HOME/.tempvault`.
 pub fn default_home() -> PathBuf {
-    std::env::var_os("TEMPVAULT_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".tempvault")
-    })
+    std::env::var_os("TEMPVAULT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".tempvault")
+        })
 }
 
 impl Identity {
     /// Loads `{home}/config` and the private key it names.
     pub fn load(home: &Path) -> Result<Self, IdentityError> {
         let path = home.join("config");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| IdentityError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| IdentityError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let get = |key: &'static str| {
             text.lines()
                 .filter_map(|l| l.split_once('='))
                 .find(|(k, _)| k.trim() == key)
                 .map(|(_, v)| v.trim().to_owned())
-                .ok_or_else(|| IdentityError::Missing { path: path.clone(), key })
+                .ok_or_else(|| IdentityError::Missing {
+                    path: path.clone(),
+                    key,
+                })
         };
         let key_path = PathBuf::from(get("key")?);
-        let pem = std::fs::read_to_string(&key_path)
-            .map_err(|source| IdentityError::Read { path: key_path.clone(), source })?;
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|_| IdentityError::Key { path: key_path })?;
-        Ok(Self { server: get("server")?, vault: get("vault")?, machine_id: get("machine_id")?, key })
+        let pem = std::fs::read_to_string(&key_path).map_err(|source| IdentityError::Read {
+            path: key_path.clone(),
+            source,
+        })?;
+        let key =
+            SigningKey::from_pkcs8_pem(&pem).map_err(|_| IdentityError::Key { path: key_path })?;
+        Ok(Self {
+            server: get("server")?,
+            vault: get("vault")?,
+            machine_id: get("machine_id")?,
+            key,
+        })
     }
 
     pub fn from_parts(server: String, vault: String, machine_id: String, key: SigningKey) -> Self {
-        Self { server, vault, machine_id, key }
+        Self {
+            server,
+            vault,
+            machine_id,
+            key,
+        }
     }
 
     /// The four authentication headers for a request, signed now with a fresh nonce.
     pub fn sign(&self, method: &str, target: &str, body: &[u8]) -> SignedHeaders {
         let timestamp = chrono::Utc::now().timestamp().to_string();
-        sign_with(&self.key, &self.machine_id, method, target, body, &timestamp, &fresh_nonce())
+        sign_with(
+            &self.key,
+            &self.machine_id,
+            method,
+            target,
+            body,
+            &timestamp,
+            &fresh_nonce(),
+        )
     }
 }
 
@@ -117,7 +150,14 @@ pub fn sign_with(
     timestamp: &str,
     nonce: &str,
 ) -> SignedHeaders {
-    let message = canonical_request(method, target, machine_id, timestamp, nonce, &body_digest(body));
+    let message = canonical_request(
+        method,
+        target,
+        machine_id,
+        timestamp,
+        nonce,
+        &body_digest(body),
+    );
     SignedHeaders {
         machine_id: machine_id.to_owned(),
         timestamp: timestamp.to_owned(),

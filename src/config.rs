@@ -14,9 +14,15 @@ use crate::guardrails::IpAllowlist;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("listen address {0:?} is not an IP address and port such as 127.0.0.1:8750")]
     Listen(String),
     #[error("public_url {0:?} must start with http:// or https:// and hold no spaces or quotes")]
@@ -91,6 +97,8 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Largest secret value accepted, in bytes.
     pub max_secret_bytes: usize,
+    /// Largest total size of a request's headers (names and values), in bytes.
+    pub max_header_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
 }
@@ -120,13 +128,21 @@ impl Default for AuthConfig {
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
-        Self { min_lifetime: Duration::from_secs(3600), sweep_interval: Duration::from_secs(30) }
+        Self {
+            min_lifetime: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(30),
+        }
     }
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, max_secret_bytes: 64 * 1024, workers: 0 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_secret_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            workers: 0,
+        }
     }
 }
 
@@ -147,8 +163,10 @@ impl Config {
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
                 toml::from_str(&text).map_err(|source| ConfigError::Parse {
                     path: path.to_owned(),
                     source: Box::new(source),
@@ -170,7 +188,9 @@ impl Config {
         self.listen_addr()?;
         let url_ok = |u: &str| {
             (u.starts_with("http://") || u.starts_with("https://"))
-                && !u.bytes().any(|b| b.is_ascii_whitespace() || b"'\"`$\\".contains(&b))
+                && !u
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b"'\"`$\\".contains(&b))
         };
         if !self.public_url.is_empty() && !url_ok(&self.public_url) {
             return Err(ConfigError::PublicUrl(self.public_url.clone()));
@@ -190,7 +210,9 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| ConfigError::Listen(self.listen.clone()))
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::Listen(self.listen.clone()))
     }
 
     /// The proxies whose `X-Forwarded-For` is believed.
@@ -212,14 +234,17 @@ impl Config {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_documented_default_config_parses_to_the_defaults() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/tempvault.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/tempvault.toml"
+        ))
+        .unwrap();
         let parsed: Config = toml::from_str(&text).unwrap();
         let defaults = Config::default();
         assert_eq!(parsed.listen, defaults.listen);
@@ -232,7 +257,11 @@ mod tests {
 
     #[test]
     fn the_production_example_is_valid() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/production.example.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/production.example.toml"
+        ))
+        .unwrap();
         let parsed: Config = toml::from_str(&text).unwrap();
         parsed.validate().unwrap();
     }

@@ -35,7 +35,14 @@ pub struct Engine {
     pub trusted_proxies: IpAllowlist,
     /// Unix second the process started; requests signed at or before it are refused.
     pub started_at: i64,
-    failed_auth: moka::sync::Cache<MachineId, Arc<AtomicU32>>,
+    failed_auth: moka::sync::Cache<MachineId, Arc<FailedAuth>>,
+}
+
+/// Failed authentications of one machine in the current minute.
+#[derive(Debug)]
+struct FailedAuth {
+    vault: VaultName,
+    count: AtomicU32,
 }
 
 /// Who made a request and where from, for its audit event.
@@ -59,11 +66,37 @@ impl Engine {
         started_at: i64,
     ) -> Result<Self, crate::config::ConfigError> {
         let trusted_proxies = config.trusted_proxies()?;
+        let summary_log = audit.clone();
+        // When a machine's minute ends, the events the limit dropped are summarised in one.
+        let summarise = move |machine: Arc<MachineId>, entry: Arc<FailedAuth>, _| {
+            let seen = entry.count.load(Ordering::Relaxed);
+            let Some(dropped) = seen
+                .checked_sub(FAILED_AUTH_EVENTS_PER_MINUTE)
+                .filter(|d| *d > 0)
+            else {
+                return;
+            };
+            summary_log.record_later(NewEvent {
+                time: Utc::now(),
+                vault: entry.vault.clone(),
+                machine: Some(*machine),
+                actor: "system".to_owned(),
+                action: "auth.failures_dropped",
+                secret: None,
+                outcome: Outcome::Failed,
+                reason: None,
+                source_ip: None,
+                country: None,
+                request_id: uuid::Uuid::new_v4().simple().to_string(),
+                detail: Some(serde_json::json!({"dropped": dropped, "window_seconds": 60})),
+            });
+        };
         Ok(Self {
             nonces: NonceCache::new(config.auth.skew_seconds),
             failed_auth: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
+                .eviction_listener(summarise)
                 .build(),
             config,
             public_url,
@@ -112,11 +145,22 @@ impl Engine {
     /// Records a failed authentication for a real machine, unless that machine has already
     /// had its share this minute; dropped events are counted.
     pub fn record_failed_auth(&self, event: NewEvent, machine: MachineId) {
-        let count = self.failed_auth.get_with(machine, || Arc::new(AtomicU32::new(0)));
-        if count.fetch_add(1, Ordering::Relaxed) >= FAILED_AUTH_EVENTS_PER_MINUTE {
+        let entry = self.failed_auth.get_with(machine, || {
+            Arc::new(FailedAuth {
+                vault: event.vault.clone(),
+                count: AtomicU32::new(0),
+            })
+        });
+        if entry.count.fetch_add(1, Ordering::Relaxed) >= FAILED_AUTH_EVENTS_PER_MINUTE {
             self.metrics.audit_rate_limited.inc();
             return;
         }
         self.audit.record_later(event);
+    }
+
+    /// Lets time-based housekeeping run (the failed-authentication summaries); called by
+    /// the once-a-second maintenance tick.
+    pub fn housekeeping(&self) {
+        self.failed_auth.run_pending_tasks();
     }
 }

@@ -102,12 +102,19 @@ impl Guardrails {
         let countries = (!spec.countries.is_empty())
             .then(|| CountrySet::parse(&spec.countries))
             .transpose()?;
-        Ok(Self { windows, ips, countries })
+        Ok(Self {
+            windows,
+            ips,
+            countries,
+        })
     }
 
     /// Guardrails with only an IP allowlist, as the vault-wide setting is.
     pub fn ip_only(list: IpAllowlist) -> Self {
-        Self { ips: Some(list), ..Self::default() }
+        Self {
+            ips: Some(list),
+            ..Self::default()
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,7 +153,12 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(now: DateTime<Utc>, ip: IpAddr, geo: &'a GeoDb) -> Self {
-        Self { now, ip, geo, country: OnceCell::new() }
+        Self {
+            now,
+            ip,
+            geo,
+            country: OnceCell::new(),
+        }
     }
 
     /// The source's country, if a country rule has looked it up (for the audit record).
@@ -188,7 +200,10 @@ mod tests {
     fn the_first_bad_rule_is_named() {
         let err = Guardrails::compile(&spec(r#"{"ip_allowlist":["10.0.0.0/8","10.0.0.0/33"]}"#))
             .unwrap_err();
-        assert_eq!(err.to_string(), r#"ip_allowlist[1]: "10.0.0.0/33" is not an IP address or CIDR"#);
+        assert_eq!(
+            err.to_string(),
+            r#"ip_allowlist[1]: "10.0.0.0/33" is not an IP address or CIDR"#
+        );
         let err = Guardrails::compile(&spec(r#"{"countries":["DK","XX"]}"#)).unwrap_err();
         assert!(err.to_string().starts_with("countries[1]"), "{err}");
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Service as _;
 use actix_web::{web, HttpRequest};
+use futures_util::future::Either;
 use futures_util::FutureExt as _;
 
 pub use errors::ApiError;
@@ -26,7 +27,11 @@ pub fn configure(engine: Arc<Engine>) -> impl Fn(&mut web::ServiceConfig) + Clon
         let max_body = engine.config.limits.max_body_bytes;
         cfg.app_data(web::Data::from(engine.clone()))
             .app_data(web::PayloadConfig::new(max_body))
-            .app_data(web::JsonConfig::default().limit(max_body).error_handler(errors::json_error))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(errors::json_error),
+            )
             .app_data(web::PathConfig::default().error_handler(errors::path_error))
             .app_data(web::QueryConfig::default().error_handler(errors::query_error))
             .configure(ops::routes)
@@ -49,11 +54,30 @@ pub fn app(
     >,
 > {
     let metrics = engine.metrics.clone();
+    let max_header_bytes = engine.config.limits.max_header_bytes;
     actix_web::App::new()
         .configure(configure(engine))
         .default_service(web::to(errors::unknown_route))
         .wrap_fn(move |req, srv| {
-            let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+            let size: usize = req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum();
+            if size <= max_header_bytes {
+                return Either::Left(srv.call(req));
+            }
+            let err = ApiError::new(
+                actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!("request headers exceed {max_header_bytes} bytes"),
+            );
+            Either::Right(std::future::ready(Err(err.into())))
+        })
+        .wrap_fn(move |req, srv| {
+            let route = req
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_owned());
             let metrics = metrics.clone();
             srv.call(req).map(move |res| {
                 let status = match &res {

@@ -14,5 +14,5 @@ pub mod sweeper;
 
 pub use actor::{Command, MachineActor, MachineError};
 pub use record::{Disabled, Extension, Grant, MachineRecord, MachineState, Revert};
-pub use registry::{MachineHandle, Machines};
+pub use registry::{expiry_key, machine_key, MachineHandle, Machines};
 pub use snapshot::{Lifecycle, MachineSnapshot};

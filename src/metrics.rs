@@ -4,8 +4,8 @@
 //! status codes. No label ever carries a machine id, a nonce, a vault name or a path.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the server exports.
@@ -32,26 +32,30 @@ pub struct Metrics {
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .expect("valid metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -67,7 +71,8 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric definition");
-        r.register(Box::new(machines.clone())).expect("metric registered once");
+        r.register(Box::new(machines.clone()))
+            .expect("metric registered once");
         Self {
             reads: counter_vec(
                 &r,
@@ -87,7 +92,11 @@ impl Metrics {
                 "Ed25519 signature verifications by result.",
                 &["result"],
             ),
-            nonce_entries: gauge(&r, "tempvault_nonce_cache_entries", "Nonces remembered inside the skew window."),
+            nonce_entries: gauge(
+                &r,
+                "tempvault_nonce_cache_entries",
+                "Nonces remembered inside the skew window.",
+            ),
             machines,
             sweeps: counter(&r, "tempvault_sweeps_total", "Expiry sweeps run."),
             sweep_seconds: histogram(
@@ -96,13 +105,23 @@ impl Metrics {
                 "Time one expiry sweep took.",
                 LATENCY_BUCKETS.to_vec(),
             ),
-            expiries: counter(&r, "tempvault_expiries_total", "Machines marked expired by the sweep."),
-            audit_queue_depth: gauge(&r, "tempvault_audit_queue_depth", "Audit events waiting to be written."),
+            expiries: counter(
+                &r,
+                "tempvault_expiries_total",
+                "Machines marked expired by the sweep.",
+            ),
+            audit_queue_depth: gauge(
+                &r,
+                "tempvault_audit_queue_depth",
+                "Audit events waiting to be written.",
+            ),
             audit_batch_size: histogram(
                 &r,
                 "tempvault_audit_batch_size",
                 "Audit events written per RocksDB batch.",
-                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                ],
             ),
             audit_flush_seconds: histogram(
                 &r,

@@ -113,11 +113,18 @@ mod tests {
     fn purging_forgets_only_closed_windows() {
         let cache = NonceCache::new(60);
         let m = MachineId::random();
-        cache.consume(m, &nonce("aaaaaaaaaaaaaaaa"), 1000, 1000).unwrap();
-        cache.consume(m, &nonce("bbbbbbbbbbbbbbbb"), 1030, 1030).unwrap();
+        cache
+            .consume(m, &nonce("aaaaaaaaaaaaaaaa"), 1000, 1000)
+            .unwrap();
+        cache
+            .consume(m, &nonce("bbbbbbbbbbbbbbbb"), 1030, 1030)
+            .unwrap();
         assert_eq!(cache.purge(1060), 2);
         assert_eq!(cache.purge(1061), 1);
-        assert_eq!(cache.consume(m, &nonce("bbbbbbbbbbbbbbbb"), 1030, 1061), Err(Replayed));
+        assert_eq!(
+            cache.consume(m, &nonce("bbbbbbbbbbbbbbbb"), 1030, 1061),
+            Err(Replayed)
+        );
         assert_eq!(cache.purge(1091), 0);
     }
 }

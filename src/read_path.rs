@@ -16,7 +16,9 @@ use crate::engine::{Engine, RequestMeta};
 use crate::guardrails::{Denial, Source};
 use crate::machines::{Lifecycle, MachineSnapshot};
 use crate::nonce::Replayed;
-use crate::protocol::{body_digest, check_skew, verify, AuthHeaders, HeaderError, SkewError};
+use crate::protocol::{
+    body_digest, check_skew, verify, AuthHeaders, HeaderError, SkewError, Verified,
+};
 use crate::vaults::{SecretValue, VaultAllowlist, VaultError};
 
 /// Why a machine request was refused. Each variant has one stable code.
@@ -144,11 +146,14 @@ impl Engine {
         );
         match result {
             Ok(value) => {
-                self.audit.record(event).await.map_err(|_| ReadError::AuditUnavailable)?;
+                self.audit
+                    .record(event)
+                    .await
+                    .map_err(|_| ReadError::AuditUnavailable)?;
                 Ok(value)
             }
             Err(e) => {
-                self.audit.record_later(event);
+                let _ = self.audit.record(event).await;
                 Err(e)
             }
         }
@@ -170,7 +175,10 @@ impl Engine {
             None,
             now,
         );
-        self.audit.record(event).await.map_err(|_| ReadError::AuditUnavailable)?;
+        self.audit
+            .record(event)
+            .await
+            .map_err(|_| ReadError::AuditUnavailable)?;
         Ok(snapshot)
     }
 
@@ -183,11 +191,39 @@ impl Engine {
         now: DateTime<Utc>,
         action: &'static str,
     ) -> Result<Arc<MachineSnapshot>, ReadError> {
+        let (snapshot, verified) = self.verify_request(req, now, action)?;
+        let Err(err) = self.admit(&snapshot, &verified, now) else {
+            return Ok(snapshot);
+        };
+        // A verified machine's refusals are audited as durably as its reads.
+        let event = self.event(
+            &req.meta,
+            req.vault,
+            Some(snapshot.id),
+            format!("machine:{}", snapshot.id),
+            action,
+            None,
+            Outcome::Denied,
+            Some(err.code()),
+            None,
+            now,
+        );
+        let _ = self.audit.record(event).await;
+        Err(err)
+    }
+
+    /// Steps 1 to 3: headers, timestamp, machine and signature. Failures that name a real
+    /// machine of this vault are audited, under the per-machine rate limit.
+    fn verify_request(
+        &self,
+        req: &MachineRequest<'_>,
+        now: DateTime<Utc>,
+        action: &'static str,
+    ) -> Result<(Arc<MachineSnapshot>, Verified), ReadError> {
         let headers = req.auth.clone()?;
-        let machine = headers.machine_id;
         let snapshot = self
             .machines
-            .get(machine)
+            .get(headers.machine_id)
             .map(|h| Arc::clone(&h.snapshot()))
             .filter(|s| &s.vault == req.vault);
         let failed = |err: ReadError| {
@@ -217,38 +253,40 @@ impl Engine {
         };
         let digest = body_digest(req.body);
         let Some(verified) = verify(&key, headers, req.method, req.target, &digest) else {
-            self.metrics.signature_verifications.with_label_values(&["invalid"]).inc();
+            self.metrics
+                .signature_verifications
+                .with_label_values(&["invalid"])
+                .inc();
             return Err(failed(ReadError::AuthenticationFailed));
         };
-        self.metrics.signature_verifications.with_label_values(&["valid"]).inc();
+        self.metrics
+            .signature_verifications
+            .with_label_values(&["valid"])
+            .inc();
         let snapshot = snapshot.ok_or(ReadError::AuthenticationFailed)?;
+        Ok((snapshot, verified))
+    }
 
-        let denied = |err: ReadError| {
-            let event = self.event(
-                &req.meta,
-                req.vault,
-                Some(snapshot.id),
-                format!("machine:{}", snapshot.id),
-                action,
-                None,
-                Outcome::Denied,
-                Some(err.code()),
-                None,
-                now,
-            );
-            self.audit.record_later(event);
-            err
-        };
+    /// Steps 4 and 5: the machine must be active, and only then is the nonce consumed.
+    fn admit(
+        &self,
+        snapshot: &MachineSnapshot,
+        verified: &Verified,
+        now: DateTime<Utc>,
+    ) -> Result<(), ReadError> {
         match snapshot.lifecycle(now.timestamp()) {
             Lifecycle::Active => {}
-            Lifecycle::Expired => return Err(denied(ReadError::Expired)),
-            Lifecycle::Disabled => return Err(denied(ReadError::Disabled)),
-            Lifecycle::Pending => return Err(denied(ReadError::Pending)),
+            Lifecycle::Expired => return Err(ReadError::Expired),
+            Lifecycle::Disabled => return Err(ReadError::Disabled),
+            Lifecycle::Pending => return Err(ReadError::Pending),
         }
-        self.nonces
-            .consume(verified.machine_id(), verified.nonce(), verified.timestamp(), now.timestamp())
-            .map_err(|e| denied(e.into()))?;
-        Ok(snapshot)
+        self.nonces.consume(
+            verified.machine_id(),
+            verified.nonce(),
+            verified.timestamp(),
+            now.timestamp(),
+        )?;
+        Ok(())
     }
 
     /// Step 6: guardrails in their layers, membership and grant, then the secret's policy.
@@ -266,7 +304,10 @@ impl Engine {
             VaultAllowlist::List(_) => return Err(Denial::IpNotAllowed.into()),
             VaultAllowlist::Invalid => return Err(Denial::GuardrailInvalid.into()),
         }
-        let guardrails = snapshot.guardrails.as_ref().ok_or(Denial::GuardrailInvalid)?;
+        let guardrails = snapshot
+            .guardrails
+            .as_ref()
+            .ok_or(Denial::GuardrailInvalid)?;
         guardrails.evaluate(source)?;
 
         if !snapshot.is_member(project) {
@@ -276,7 +317,10 @@ impl Engine {
             return Err(ReadError::NotGranted);
         }
 
-        let head = self.vaults.head(vault, project, name)?.ok_or(ReadError::SecretNotFound)?;
+        let head = self
+            .vaults
+            .head(vault, project, name)?
+            .ok_or(ReadError::SecretNotFound)?;
         let policy = head.policy.as_ref().ok_or(Denial::GuardrailInvalid)?;
         policy.evaluate(source)?;
         self.vaults

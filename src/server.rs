@@ -23,14 +23,17 @@ use crate::vaults::Vaults;
 
 /// Threads that run machine actors.
 const MACHINE_ARBITERS: usize = 2;
-/// How often closed nonce windows are purged.
-const NONCE_PURGE_EVERY: Duration = Duration::from_secs(1);
+/// How often closed nonce windows are purged and caches tidied.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Seal(#[from] crate::storage::SealError),
     #[error("cannot open the store: {0}")]
@@ -38,9 +41,15 @@ pub enum StartError {
     #[error("cannot create the first vault: {0}")]
     Vault(#[from] crate::vaults::VaultError),
     #[error("cannot write the operator token file {path}: {source}")]
-    TokenFile { path: String, source: std::io::Error },
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("server failed: {0}")]
@@ -60,7 +69,10 @@ async fn serve(config: Config) -> Result<(), StartError> {
         .recursive(true)
         .mode(0o700)
         .create(&data_dir)
-        .map_err(|source| StartError::DataDir { path: data_dir.display().to_string(), source })?;
+        .map_err(|source| StartError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
 
     let key_file = config.secrets_key_file();
     let (sealer, created) = Sealer::load_or_create(&key_file)?;
@@ -72,8 +84,11 @@ async fn serve(config: Config) -> Result<(), StartError> {
     first_start(&store, &vaults, &data_dir)?;
 
     let metrics = Metrics::new();
-    let (audit, _writer) = AuditLog::start(store.clone(), metrics.clone(), config.audit.durability)?;
-    let arbiters = (0..MACHINE_ARBITERS).map(|_| Arbiter::new().handle()).collect();
+    let (audit, _writer) =
+        AuditLog::start(store.clone(), metrics.clone(), config.audit.durability)?;
+    let arbiters = (0..MACHINE_ARBITERS)
+        .map(|_| Arbiter::new().handle())
+        .collect();
     let machines = Machines::new(store.clone(), metrics.clone(), arbiters);
     let loaded = machines.load_all()?;
     tracing::info!(machines = loaded, "machines loaded");
@@ -83,8 +98,10 @@ async fn serve(config: Config) -> Result<(), StartError> {
     };
 
     let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+    let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
     let bound = listener.local_addr()?;
     let public_url = if config.public_url.is_empty() {
         format!("http://{bound}")
@@ -96,10 +113,12 @@ async fn serve(config: Config) -> Result<(), StartError> {
         n => n,
     };
     let sweep_interval = config.lifecycle.sweep_interval;
-    let engine = Arc::new(Engine::new(config, public_url, store, vaults, machines, audit, metrics, geo, started_at)?);
+    let engine = Arc::new(Engine::new(
+        config, public_url, store, vaults, machines, audit, metrics, geo, started_at,
+    )?);
 
     Sweeper::new(engine.clone(), sweep_interval).start();
-    spawn_nonce_purger(engine.clone());
+    spawn_housekeeping(engine.clone());
 
     let app_engine = engine.clone();
     let server = HttpServer::new(move || crate::http::app(app_engine.clone()))
@@ -116,7 +135,11 @@ async fn serve(config: Config) -> Result<(), StartError> {
 
 /// On an empty data directory: creates vault `default` and an operator token, written to
 /// `{data_dir}/admin.token` (0600). Only the file's path is logged.
-fn first_start(store: &Store, vaults: &Vaults, data_dir: &std::path::Path) -> Result<(), StartError> {
+fn first_start(
+    store: &Store,
+    vaults: &Vaults,
+    data_dir: &std::path::Path,
+) -> Result<(), StartError> {
     if vaults.any()? {
         return Ok(());
     }
@@ -127,19 +150,22 @@ fn first_start(store: &Store, vaults: &Vaults, data_dir: &std::path::Path) -> Re
     vaults.create(default)?;
     let token = tokens::issue(store, Scope::Operator)?;
     let path = data_dir.join("admin.token");
-    tokens::write_token_file(&path, &token)
-        .map_err(|source| StartError::TokenFile { path: path.display().to_string(), source })?;
+    tokens::write_token_file(&path, &token).map_err(|source| StartError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    })?;
     tracing::info!(token.path = %path.display(), "first start: created vault `default` and wrote the operator token");
     Ok(())
 }
 
-fn spawn_nonce_purger(engine: Arc<Engine>) {
+fn spawn_housekeeping(engine: Arc<Engine>) {
     actix_web::rt::spawn(async move {
-        let mut tick = actix_web::rt::time::interval(NONCE_PURGE_EVERY);
+        let mut tick = actix_web::rt::time::interval(HOUSEKEEPING_EVERY);
         loop {
             tick.tick().await;
             let left = engine.nonces.purge(chrono::Utc::now().timestamp());
             engine.metrics.nonce_entries.set(left as i64);
+            engine.housekeeping();
         }
     });
 }

@@ -9,7 +9,9 @@ pub mod sealing;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -83,6 +85,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     #[error("column family {0} is missing")]
     MissingCf(&'static str),
 }
@@ -114,7 +118,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.db.path()).finish()
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -141,7 +147,9 @@ impl Store {
     }
 
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(cf.name()).ok_or(StoreError::MissingCf(cf.name()))
+        self.db
+            .cf_handle(cf.name())
+            .ok_or(StoreError::MissingCf(cf.name()))
     }
 
     pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -161,7 +169,10 @@ impl Store {
 
     /// A new empty batch of writes.
     pub fn batch(&self) -> Batch<'_> {
-        Batch { store: self, inner: WriteBatch::default() }
+        Batch {
+            store: self,
+            inner: WriteBatch::default(),
+        }
     }
 
     /// Every record whose key starts with `prefix`, in key order, decoded.
@@ -213,7 +224,9 @@ pub struct Batch<'s> {
 
 impl std::fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batch").field("len", &self.inner.len()).finish()
+        f.debug_struct("Batch")
+            .field("len", &self.inner.len())
+            .finish()
     }
 }
 
@@ -254,7 +267,10 @@ impl Batch<'_> {
 }
 
 fn decode<T: DeserializeOwned>(cf: Cf, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { cf: cf.name(), source })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        cf: cf.name(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -267,8 +283,18 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let mut b = store.batch();
-            b.put(Cf::Projects, &key(&["v", "p"]), &serde_json::json!({"x": 1})).unwrap();
-            b.put(Cf::Projects, &key(&["v2", "p"]), &serde_json::json!({"x": 2})).unwrap();
+            b.put(
+                Cf::Projects,
+                &key(&["v", "p"]),
+                &serde_json::json!({"x": 1}),
+            )
+            .unwrap();
+            b.put(
+                Cf::Projects,
+                &key(&["v2", "p"]),
+                &serde_json::json!({"x": 2}),
+            )
+            .unwrap();
             b.commit(true).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();

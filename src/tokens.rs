@@ -95,7 +95,10 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Option<Admin>, StoreEr
     if !bool::from(presented.as_bytes().ct_eq(record.hash.as_bytes())) {
         return Ok(None);
     }
-    Ok(Some(Admin { token_id: record.id, scope: record.scope }))
+    Ok(Some(Admin {
+        token_id: record.id,
+        scope: record.scope,
+    }))
 }
 
 fn split(token: &str) -> Option<(&str, &str)> {
@@ -104,7 +107,9 @@ fn split(token: &str) -> Option<(&str, &str)> {
         return None;
     }
     let (id, secret) = (&rest[..ID_HEX], &rest[ID_HEX + 1..]);
-    id.bytes().all(|b| b.is_ascii_hexdigit()).then_some((id, secret))
+    id.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then_some((id, secret))
 }
 
 /// Writes a token to a new file readable by its owner only (mode 0600).

@@ -122,32 +122,51 @@ impl Vaults {
         if self.exists(&name)? {
             return Err(VaultError::VaultExists(name));
         }
-        let record = VaultRecord { name, created_at: Utc::now() };
+        let record = VaultRecord {
+            name,
+            created_at: Utc::now(),
+        };
         let mut b = self.store.batch();
         b.put(Cf::Vaults, record.name.as_str().as_bytes(), &record)?;
         b.commit(true)?;
         Ok(record)
     }
 
-    pub fn create_project(&self, vault: &VaultName, name: ProjectName) -> Result<ProjectRecord, VaultError> {
+    pub fn create_project(
+        &self,
+        vault: &VaultName,
+        name: ProjectName,
+    ) -> Result<ProjectRecord, VaultError> {
         let _guard = self.write_lock.lock();
         let key = storage::key(&[vault.as_str(), name.as_str()]);
         if self.store.exists(Cf::Projects, &key)? {
             return Err(VaultError::ProjectExists(name));
         }
-        let record = ProjectRecord { name, created_at: Utc::now() };
+        let record = ProjectRecord {
+            name,
+            created_at: Utc::now(),
+        };
         let mut b = self.store.batch();
         b.put(Cf::Projects, &key, &record)?;
         b.commit(true)?;
         Ok(record)
     }
 
-    pub fn project_exists(&self, vault: &VaultName, name: &ProjectName) -> Result<bool, StoreError> {
-        self.store.exists(Cf::Projects, &storage::key(&[vault.as_str(), name.as_str()]))
+    pub fn project_exists(
+        &self,
+        vault: &VaultName,
+        name: &ProjectName,
+    ) -> Result<bool, StoreError> {
+        self.store.exists(
+            Cf::Projects,
+            &storage::key(&[vault.as_str(), name.as_str()]),
+        )
     }
 
     pub fn projects(&self, vault: &VaultName) -> Result<Vec<ProjectRecord>, StoreError> {
-        let rows = self.store.scan_prefix(Cf::Projects, &storage::prefix(&[vault.as_str()]))?;
+        let rows = self
+            .store
+            .scan_prefix(Cf::Projects, &storage::prefix(&[vault.as_str()]))?;
         Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -175,8 +194,15 @@ impl Vaults {
         let head_key = secret_key(vault, project.as_str(), name.as_str());
         let previous: Option<SecretHead> = self.store.get(Cf::Secrets, &head_key)?;
         let version = previous.as_ref().map_or(1, |h| h.version + 1);
-        let policy = policy.or_else(|| previous.map(|h| h.policy)).unwrap_or_default();
-        let head = SecretHead { version, policy, updated_at: Utc::now(), updated_by: by };
+        let policy = policy
+            .or_else(|| previous.map(|h| h.policy))
+            .unwrap_or_default();
+        let head = SecretHead {
+            version,
+            policy,
+            updated_at: Utc::now(),
+            updated_by: by,
+        };
         let vkey = version_key(&head_key, version);
         let mut b = self.store.batch();
         b.put_raw(Cf::SecretVersions, &vkey, &self.sealer.seal(value, &vkey))?;
@@ -187,7 +213,12 @@ impl Vaults {
     }
 
     /// The newest version's number and compiled policy, cached until the next write.
-    pub fn head(&self, vault: &VaultName, project: &str, name: &str) -> Result<Option<Arc<CompiledHead>>, StoreError> {
+    pub fn head(
+        &self,
+        vault: &VaultName,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<Arc<CompiledHead>>, StoreError> {
         let head_key = secret_key(vault, project, name);
         if let Some(h) = self.heads.get(&head_key) {
             return Ok(Some(h));
@@ -204,7 +235,13 @@ impl Vaults {
     }
 
     /// Decrypts one version of a secret.
-    pub fn value(&self, vault: &VaultName, project: &str, name: &str, version: u32) -> Result<Option<SecretValue>, VaultError> {
+    pub fn value(
+        &self,
+        vault: &VaultName,
+        project: &str,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<SecretValue>, VaultError> {
         let vkey = version_key(&secret_key(vault, project, name), version);
         let Some(sealed) = self.store.get_raw(Cf::SecretVersions, &vkey)? else {
             return Ok(None);
@@ -214,7 +251,11 @@ impl Vaults {
     }
 
     /// Replaces the vault-wide IP allowlist; an empty list removes the rule.
-    pub fn set_ip_allowlist(&self, vault: &VaultName, setting: &IpAllowlistSetting) -> Result<(), VaultError> {
+    pub fn set_ip_allowlist(
+        &self,
+        vault: &VaultName,
+        setting: &IpAllowlistSetting,
+    ) -> Result<(), VaultError> {
         IpAllowlist::parse(&setting.cidrs)?;
         let key = storage::key(&[vault.as_str(), ALLOWLIST_SETTING]);
         let mut b = self.store.batch();
@@ -224,7 +265,10 @@ impl Vaults {
         Ok(())
     }
 
-    pub fn ip_allowlist_setting(&self, vault: &VaultName) -> Result<IpAllowlistSetting, StoreError> {
+    pub fn ip_allowlist_setting(
+        &self,
+        vault: &VaultName,
+    ) -> Result<IpAllowlistSetting, StoreError> {
         let key = storage::key(&[vault.as_str(), ALLOWLIST_SETTING]);
         Ok(self.store.get(Cf::Settings, &key)?.unwrap_or_default())
     }

@@ -3,7 +3,9 @@
 use chrono::{TimeDelta, Utc};
 use tempvault::bootstrap::{new_token, BootstrapRecord};
 use tempvault::domain::{MachineId, ProjectName, SecretName, VaultName};
-use tempvault::machines::{Command, Grant, Lifecycle, MachineError, MachineRecord, MachineState, Machines};
+use tempvault::machines::{
+    Command, Grant, Lifecycle, MachineError, MachineRecord, MachineState, Machines,
+};
 use tempvault::metrics::Metrics;
 use tempvault::storage::Store;
 
@@ -37,7 +39,11 @@ async fn a_killed_machine_actor_comes_back_with_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let metrics = Metrics::new();
-    let machines = Machines::new(store.clone(), metrics.clone(), vec![actix::Arbiter::new().handle()]);
+    let machines = Machines::new(
+        store.clone(),
+        metrics.clone(),
+        vec![actix::Arbiter::new().handle()],
+    );
     let vault = VaultName::parse("default").unwrap();
     let rec = record(&vault);
     let id = rec.id;
@@ -52,36 +58,84 @@ async fn a_killed_machine_actor_comes_back_with_the_same_state() {
 
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let now = Utc::now();
-    let cmd = Command::RegisterKey { public_key: key.verifying_key().to_bytes(), token_key: token.key.clone(), now };
+    let cmd = Command::RegisterKey {
+        public_key: key.verifying_key().to_bytes(),
+        token_key: token.key.clone(),
+        now,
+    };
     machines.command(id, cmd).await.unwrap();
-    machines.command(id, Command::Approve { now }).await.unwrap();
+    machines
+        .command(id, Command::Approve { now })
+        .await
+        .unwrap();
     let project = ProjectName::parse("app").unwrap();
-    let before = machines.command(id, Command::SetMember { project: project.clone(), member: true }).await.unwrap();
+    let before = machines
+        .command(
+            id,
+            Command::SetMember {
+                project: project.clone(),
+                member: true,
+            },
+        )
+        .await
+        .unwrap();
 
     // Kill the actor.
     let crashed = machines.command(id, Command::Crash).await;
-    assert!(matches!(crashed, Err(MachineError::Restarting)), "{crashed:?}");
+    assert!(
+        matches!(crashed, Err(MachineError::Restarting)),
+        "{crashed:?}"
+    );
     let restarted = common_wait(|| metrics.actor_restarts.get() == 1).await;
     assert!(restarted, "supervisor did not restart the actor");
 
     // Same state, as published to the read path and as stored.
     let snapshot = machines.get(id).unwrap().snapshot().clone();
-    assert_eq!(snapshot.lifecycle(Utc::now().timestamp()), Lifecycle::Active);
+    assert_eq!(
+        snapshot.lifecycle(Utc::now().timestamp()),
+        Lifecycle::Active
+    );
     assert!(snapshot.is_member("app"));
-    assert_eq!(snapshot.key.map(|k| k.to_bytes()), Some(key.verifying_key().to_bytes()));
+    assert_eq!(
+        snapshot.key.map(|k| k.to_bytes()),
+        Some(key.verifying_key().to_bytes())
+    );
     assert_eq!(machines.record(&vault, id).unwrap().unwrap(), before);
 
     // The restarted actor is the writer again: a new change lands and persists.
-    let grant = Grant { project, secret: SecretName::parse("key").unwrap() };
-    let after = machines.command(id, Command::SetGrant { grant, granted: true }).await.unwrap();
+    let grant = Grant {
+        project,
+        secret: SecretName::parse("key").unwrap(),
+    };
+    let after = machines
+        .command(
+            id,
+            Command::SetGrant {
+                grant,
+                granted: true,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(after.grants.len(), 1);
     assert_eq!(after.projects, before.projects);
     assert_eq!(machines.record(&vault, id).unwrap().unwrap(), after);
-    assert!(machines.get(id).unwrap().snapshot().is_granted("app", "key"));
+    assert!(machines
+        .get(id)
+        .unwrap()
+        .snapshot()
+        .is_granted("app", "key"));
 
     // A second registration with the spent token is refused.
-    let again = Command::RegisterKey { public_key: key.verifying_key().to_bytes(), token_key: token.key, now };
-    assert!(matches!(machines.command(id, again).await, Err(MachineError::TokenUnusable)));
+    let again = Command::RegisterKey {
+        public_key: key.verifying_key().to_bytes(),
+        token_key: token.key,
+        now,
+    };
+    assert!(matches!(
+        machines.command(id, again).await,
+        Err(MachineError::TokenUnusable)
+    ));
 }
 
 async fn common_wait(mut f: impl FnMut() -> bool) -> bool {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{code, now, nonce, Server};
+use common::{code, nonce, now, Server};
 use serde_json::json;
 
 const TARGET: &str = "/v1/default/secrets/app/key";
@@ -25,10 +25,26 @@ fn missing_or_malformed_headers_are_refused_before_anything_else() {
         ("X-Signature", good.signature.as_str()),
     ];
     for skip in 0..4 {
-        let headers: Vec<_> = base.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, h)| *h).collect();
+        let headers: Vec<_> = base
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, h)| *h)
+            .collect();
         let (status, body) = server.raw("GET", TARGET, &headers, None);
-        assert_eq!((status, code(&body)), (401, "missing_or_malformed_auth"), "without {:?}", base[skip].0);
-        assert!(body["error"]["message"].as_str().unwrap().contains(base[skip].0), "{body}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "missing_or_malformed_auth"),
+            "without {:?}",
+            base[skip].0
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(base[skip].0),
+            "{body}"
+        );
     }
     let bad_values = [
         ("X-Machine-Id", "not-a-uuid"),
@@ -40,9 +56,16 @@ fn missing_or_malformed_headers_are_refused_before_anything_else() {
         ("X-Signature", "AAAA"),
     ];
     for (name, value) in bad_values {
-        let headers: Vec<_> = base.iter().map(|&(k, v)| if k == name { (k, value) } else { (k, v) }).collect();
+        let headers: Vec<_> = base
+            .iter()
+            .map(|&(k, v)| if k == name { (k, value) } else { (k, v) })
+            .collect();
         let (status, body) = server.raw("GET", TARGET, &headers, None);
-        assert_eq!((status, code(&body)), (401, "missing_or_malformed_auth"), "{name}={value}: {body}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "missing_or_malformed_auth"),
+            "{name}={value}: {body}"
+        );
     }
 }
 
@@ -54,11 +77,22 @@ fn stale_and_future_timestamps_are_refused() {
         let (status, body) = server.send_signed("GET", TARGET, &h, None);
         assert_eq!((status, code(&body)), (401, "stale_timestamp"), "ts {ts}");
     }
-    // Just inside the window on both sides is fine.
-    for ts in [now() - 55, now() + 55] {
-        let h = m.sign("GET", TARGET, b"", &ts.to_string(), &nonce());
+}
+
+#[test]
+fn the_skew_window_is_configurable_and_inclusive_at_its_edges() {
+    let server = Server::start_with(common::Options {
+        extra: "[auth]\nskew_seconds = 3\n".into(),
+        listen: None,
+    });
+    server.seed_secret("app", "key", "value-1");
+    let m = server.ready_machine("app", "key");
+    // Let the server's start second fall out of reach of the window's past edge.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for (offset, expected) in [(-5, 401), (5, 401), (-2, 200), (2, 200)] {
+        let h = m.sign("GET", TARGET, b"", &(now() + offset).to_string(), &nonce());
         let (status, body) = server.send_signed("GET", TARGET, &h, None);
-        assert_eq!(status, 200, "ts {ts}: {body}");
+        assert_eq!(status, expected, "offset {offset}: {body}");
     }
 }
 
@@ -66,7 +100,11 @@ fn stale_and_future_timestamps_are_refused() {
 fn a_bad_signature_and_an_unknown_machine_get_the_same_answer() {
     let (server, m) = setup();
     let other_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let forger = common::Machine { id: m.id.clone(), key: other_key, vault: "default".into() };
+    let forger = common::Machine {
+        id: m.id.clone(),
+        key: other_key,
+        vault: "default".into(),
+    };
     let (s1, b1) = server.signed(&forger, "GET", TARGET);
 
     let stranger = common::Machine {
@@ -76,17 +114,29 @@ fn a_bad_signature_and_an_unknown_machine_get_the_same_answer() {
     };
     let (s2, b2) = server.signed(&stranger, "GET", TARGET);
     assert_eq!((s1, code(&b1)), (401, "authentication_failed"));
-    assert_eq!(b1, b2, "bad signature and unknown machine must be indistinguishable");
+    assert_eq!(
+        b1, b2,
+        "bad signature and unknown machine must be indistinguishable"
+    );
     assert_eq!(s1, s2);
 
     // The failed attempt on the real machine is in its audit trail.
     let events = server.audit_of(&m.id);
-    assert!(events.iter().any(|e| e["outcome"] == "failed" && e["reason"] == "authentication_failed"));
+    assert!(events
+        .iter()
+        .any(|e| e["outcome"] == "failed" && e["reason"] == "authentication_failed"));
 }
 
 fn uuid_like() -> String {
     let h = nonce();
-    format!("{}-{}-4{}-8{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 #[test]
@@ -120,9 +170,17 @@ fn tampering_with_path_query_or_body_breaks_the_signature() {
     let (server, m) = setup();
     server.seed_secret("app", "other", "value-2");
     let h = m.sign("GET", TARGET, b"", &now().to_string(), &nonce());
-    for target in ["/v1/default/secrets/app/other", "/v1/default/secrets/app/key?x=1", "/v1/default/secrets/app/%6Bey"] {
+    for target in [
+        "/v1/default/secrets/app/other",
+        "/v1/default/secrets/app/key?x=1",
+        "/v1/default/secrets/app/%6Bey",
+    ] {
         let (status, body) = server.send_signed("GET", target, &h, None);
-        assert_eq!((status, code(&body)), (401, "authentication_failed"), "{target}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "authentication_failed"),
+            "{target}"
+        );
     }
     let (status, body) = server.send_signed("GET", TARGET, &h, Some(b"tampered"));
     assert_eq!((status, code(&body)), (401, "authentication_failed"));
@@ -142,7 +200,11 @@ fn a_pending_machine_reads_nothing() {
 #[test]
 fn a_disabled_machine_is_refused_on_its_next_request() {
     let (server, m) = setup();
-    let (status, _) = server.admin("POST", &format!("/v1/default/machines/{}/disable", m.id), Some(json!({"reason": "incident 42"})));
+    let (status, _) = server.admin(
+        "POST",
+        &format!("/v1/default/machines/{}/disable", m.id),
+        Some(json!({"reason": "incident 42"})),
+    );
     assert_eq!(status, 200);
     let (status, body) = server.signed(&m, "GET", TARGET);
     assert_eq!((status, code(&body)), (401, "machine_disabled"));
@@ -161,17 +223,27 @@ fn membership_and_grant_are_both_required() {
     let (status, body) = server.signed(&m, "GET", "/v1/default/secrets/other/key");
     assert_eq!((status, code(&body)), (403, "not_project_member"));
     let (status, body) = server.signed(&m, "GET", "/v1/default/secrets/app/nonexistent");
-    assert_eq!((status, code(&body)), (403, "secret_not_granted"), "no probing of names");
+    assert_eq!(
+        (status, code(&body)),
+        (403, "secret_not_granted"),
+        "no probing of names"
+    );
 
     // A grant without membership is not enough.
-    let (status, _) = server.admin("DELETE", &format!("/v1/default/machines/{}/projects/app", m.id), None);
+    let (status, _) = server.admin(
+        "DELETE",
+        &format!("/v1/default/machines/{}/projects/app", m.id),
+        None,
+    );
     assert_eq!(status, 200);
     let (status, body) = server.signed(&m, "GET", TARGET);
     assert_eq!((status, code(&body)), (403, "not_project_member"));
 
     // Denials are audited with their code.
     let events = server.audit_of(&m.id);
-    assert!(events.iter().any(|e| e["reason"] == "secret_not_granted" && e["outcome"] == "denied"));
+    assert!(events
+        .iter()
+        .any(|e| e["reason"] == "secret_not_granted" && e["outcome"] == "denied"));
     assert!(events.iter().any(|e| e["reason"] == "not_project_member"));
 }
 
@@ -181,14 +253,32 @@ fn a_machine_cannot_read_another_vaults_secret() {
     let (status, vault) = server.admin("POST", "/v1/vaults", Some(json!({"name": "other"})));
     assert_eq!(status, 201, "{vault}");
     let other_token = vault["admin_token"].as_str().unwrap();
-    let (s, _) = server.admin_as(other_token, "POST", "/v1/other/projects", Some(json!({"name": "app"})));
+    let (s, _) = server.admin_as(
+        other_token,
+        "POST",
+        "/v1/other/projects",
+        Some(json!({"name": "app"})),
+    );
     assert_eq!(s, 201);
-    let (s, _) = server.admin_as(other_token, "PUT", "/v1/other/projects/app/secrets/key", Some(json!({"value": "theirs"})));
+    let (s, _) = server.admin_as(
+        other_token,
+        "PUT",
+        "/v1/other/projects/app/secrets/key",
+        Some(json!({"value": "theirs"})),
+    );
     assert_eq!(s, 200);
 
-    for target in ["/v1/other/secrets/app/key", "/v1/other/machine", "/v1/nonexistent/secrets/app/key"] {
+    for target in [
+        "/v1/other/secrets/app/key",
+        "/v1/other/machine",
+        "/v1/nonexistent/secrets/app/key",
+    ] {
         let (status, body) = server.signed(&m, "GET", target);
-        assert_eq!((status, code(&body)), (401, "authentication_failed"), "{target}");
+        assert_eq!(
+            (status, code(&body)),
+            (401, "authentication_failed"),
+            "{target}"
+        );
     }
 }
 
@@ -200,12 +290,28 @@ fn a_vault_scoped_admin_token_touches_nothing_in_another_vault() {
     let calls = [
         ("GET", "/v1/default/machines".to_owned(), None),
         ("GET", format!("/v1/default/machines/{}", m.id), None),
-        ("POST", "/v1/default/projects".to_owned(), Some(json!({"name": "x"}))),
-        ("PUT", "/v1/default/projects/app/secrets/key".to_owned(), Some(json!({"value": "overwritten"}))),
-        ("POST", format!("/v1/default/machines/{}/disable", m.id), Some(json!({"reason": "x"}))),
+        (
+            "POST",
+            "/v1/default/projects".to_owned(),
+            Some(json!({"name": "x"})),
+        ),
+        (
+            "PUT",
+            "/v1/default/projects/app/secrets/key".to_owned(),
+            Some(json!({"value": "overwritten"})),
+        ),
+        (
+            "POST",
+            format!("/v1/default/machines/{}/disable", m.id),
+            Some(json!({"reason": "x"})),
+        ),
         ("GET", "/v1/default/audit".to_owned(), None),
         ("GET", "/v1/does-not-exist/machines".to_owned(), None),
-        ("POST", "/v1/vaults".to_owned(), Some(json!({"name": "third"}))),
+        (
+            "POST",
+            "/v1/vaults".to_owned(),
+            Some(json!({"name": "third"})),
+        ),
     ];
     for (method, path, body) in calls {
         let (status, resp) = server.admin_as(token, method, &path, body);
@@ -219,7 +325,11 @@ fn a_vault_scoped_admin_token_touches_nothing_in_another_vault() {
 #[test]
 fn admin_calls_without_a_valid_token_are_refused() {
     let server = Server::start();
-    for token in ["", "nonsense", "tvt_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+    for token in [
+        "",
+        "nonsense",
+        "tvt_0000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
         let (status, body) = server.admin_as(token, "GET", "/v1/default/machines", None);
         assert_eq!((status, code(&body)), (401, "unauthorized"), "{token:?}");
     }

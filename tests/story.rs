@@ -10,7 +10,7 @@ use std::process::Command;
 use common::{code, Server, BIN};
 use serde_json::json;
 
-fn bootstrap_host(server: &Server, home: &std::path::Path, command: &str) -> std::process::Output {
+fn bootstrap_host(home: &std::path::Path, command: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", command])
         .env("TEMPVAULT_HOME", home)
@@ -30,22 +30,35 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
     );
     assert_eq!(status, 201, "{created}");
     let command = created["bootstrap"]["command"].as_str().unwrap().to_owned();
-    assert!(command.starts_with("curl -sSL http://127.0.0.1:"), "{command}");
+    assert!(
+        command.starts_with("curl -sSL http://127.0.0.1:"),
+        "{command}"
+    );
     assert!(command.ends_with(" | sh"), "{command}");
 
     // The host runs exactly the printed command.
     let host = tempfile::tempdir().unwrap();
     let home = host.path().join("tv");
-    let out = bootstrap_host(&server, &home, &command);
-    assert!(out.status.success(), "bootstrap failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = bootstrap_host(&home, &command);
+    assert!(
+        out.status.success(),
+        "bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let machine_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(machine_id, created["machine"]["id"].as_str().unwrap());
 
     // The private key stays on the host, private; only the public key went to the server.
-    let key_mode = std::fs::metadata(home.join("machine.key")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(home.join("machine.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
     let config = std::fs::read_to_string(home.join("config")).unwrap();
-    assert!(config.contains(&format!("machine_id={machine_id}")), "{config}");
+    assert!(
+        config.contains(&format!("machine_id={machine_id}")),
+        "{config}"
+    );
     let pem = std::fs::read_to_string(home.join("machine.key")).unwrap();
     let (_, shown) = server.admin("GET", &format!("/v1/default/machines/{machine_id}"), None);
     assert_eq!(shown["state"], "pending");
@@ -72,7 +85,11 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
             .env("TEMPVAULT_TOKEN", &server.token)
             .output()
             .unwrap();
-        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     admin(&["machine", "approve", &machine_id]);
@@ -80,11 +97,18 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
     let shown = admin(&["machine", "grant", &machine_id, "payments/db-password"]);
     assert!(shown.contains("payments/db-password"), "{shown}");
     let listed = admin(&["machine", "list", "--state", "active"]);
-    assert!(listed.contains(&machine_id) && listed.contains("active"), "{listed}");
+    assert!(
+        listed.contains(&machine_id) && listed.contains("active"),
+        "{listed}"
+    );
 
     // The host reads with `tempvault read`...
     let ok = read(&home);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert_eq!(String::from_utf8(ok.stdout).unwrap(), "s3cr3t-value");
 
     // ...and a request signed here, from the documented protocol, with the host's key.
@@ -92,10 +116,17 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
         use ed25519_dalek::pkcs8::DecodePrivateKey;
         ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).unwrap()
     };
-    let m = common::Machine { id: machine_id.clone(), key, vault: "default".into() };
+    let m = common::Machine {
+        id: machine_id.clone(),
+        key,
+        vault: "default".into(),
+    };
     let (status, body) = server.signed(&m, "GET", "/v1/default/secrets/payments/db-password");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"project": "payments", "name": "db-password", "version": 1, "value": "s3cr3t-value"}));
+    assert_eq!(
+        body,
+        json!({"project": "payments", "name": "db-password", "version": 1, "value": "s3cr3t-value"})
+    );
 
     let (status, me) = server.signed(&m, "GET", "/v1/default/machine");
     assert_eq!(status, 200, "{me}");
@@ -104,12 +135,30 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
 
     // Every step is in the machine's audit trail, and no secret value is.
     let events = server.audit_of(&machine_id);
-    let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for expected in ["machine.created", "machine.registered", "machine.approved", "machine.project_added", "machine.granted", "secret.read"] {
-        assert!(actions.contains(&expected), "{expected} missing from {actions:?}");
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "machine.created",
+        "machine.registered",
+        "machine.approved",
+        "machine.project_added",
+        "machine.granted",
+        "secret.read",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
     }
-    assert!(!serde_json::to_string(&events).unwrap().contains("s3cr3t-value"));
-    let reads = events.iter().filter(|e| e["action"] == "secret.read" && e["outcome"] == "allowed").count();
+    assert!(!serde_json::to_string(&events)
+        .unwrap()
+        .contains("s3cr3t-value"));
+    let reads = events
+        .iter()
+        .filter(|e| e["action"] == "secret.read" && e["outcome"] == "allowed")
+        .count();
     assert_eq!(reads, 2);
 }
 
@@ -123,19 +172,27 @@ fn a_bootstrap_token_works_once_and_a_bad_one_gets_a_failing_script() {
     );
     let command = created["bootstrap"]["command"].as_str().unwrap().to_owned();
     let host = tempfile::tempdir().unwrap();
-    let first = bootstrap_host(&server, &host.path().join("a"), &command);
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = bootstrap_host(&host.path().join("a"), &command);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
 
     // The same command again: the token is spent.
-    let second = bootstrap_host(&server, &host.path().join("b"), &command);
+    let second = bootstrap_host(&host.path().join("b"), &command);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("unknown, already used or expired"), "{err}");
     assert!(!host.path().join("b").join("machine.key").exists());
 
     // A made-up token, and a real token under another vault's URL.
-    let bogus = format!("curl -sSL {}/v1/default/temp-bootstrap/{} | sh", server.url, "A".repeat(43));
-    let out = bootstrap_host(&server, &host.path().join("c"), &bogus);
+    let bogus = format!(
+        "curl -sSL {}/v1/default/temp-bootstrap/{} | sh",
+        server.url,
+        "A".repeat(43)
+    );
+    let out = bootstrap_host(&host.path().join("c"), &bogus);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown, already used or expired"));
 
@@ -172,8 +229,9 @@ fn weak_and_malformed_public_keys_are_refused() {
     }
     // The token survives refused attempts and still works for a good key.
     let good = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    let (status, body) =
-        common::respond(ureq::post(url).send_json(json!({"public_key": b64(good.verifying_key().as_bytes())})));
+    let (status, body) = common::respond(
+        ureq::post(url).send_json(json!({"public_key": b64(good.verifying_key().as_bytes())})),
+    );
     assert_eq!(status, 200, "{body}");
 }
 
@@ -184,7 +242,13 @@ fn everything_survives_a_restart_and_old_requests_cannot_be_replayed() {
     let m = server.ready_machine("app", "token");
     let target = "/v1/default/secrets/app/token";
 
-    let signed = m.sign("GET", target, b"", &common::now().to_string(), &common::nonce());
+    let signed = m.sign(
+        "GET",
+        target,
+        b"",
+        &common::now().to_string(),
+        &common::nonce(),
+    );
     let (status, _) = server.send_signed("GET", target, &signed, None);
     assert_eq!(status, 200);
     let events_before = server.audit_of(&m.id).len();
@@ -201,7 +265,11 @@ fn everything_survives_a_restart_and_old_requests_cannot_be_replayed() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["value"], "v1");
     let events = server.audit_of(&m.id);
-    assert_eq!(events.len(), events_before + 2, "before-restart events kept, replay and read added");
+    assert_eq!(
+        events.len(),
+        events_before + 2,
+        "before-restart events kept, replay and read added"
+    );
     let (_, shown) = server.admin("GET", &format!("/v1/default/machines/{}", m.id), None);
     assert_eq!(shown["state"], "active");
 }

@@ -112,5 +112,10 @@ pub fn chain_hash(event: &AuditEvent) -> String {
     body.hash.clear();
     // Serialising a plain struct of strings and integers cannot fail.
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    hex::encode(Sha256::new().chain_update(event.prev_hash.as_bytes()).chain_update(&bytes).finalize())
+    hex::encode(
+        Sha256::new()
+            .chain_update(event.prev_hash.as_bytes())
+            .chain_update(&bytes)
+            .finalize(),
+    )
 }

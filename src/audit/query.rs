@@ -1,17 +1,41 @@
 use serde::Serialize;
 
-use super::event::{chain_hash, AuditEvent, GENESIS_HASH};
+use chrono::{DateTime, Utc};
+
+use super::event::{chain_hash, AuditEvent, Outcome, GENESIS_HASH};
 use crate::domain::{MachineId, VaultName};
 use crate::storage::{self, Cf, Store, StoreError};
 
 /// Largest page a query returns.
 pub const MAX_LIMIT: usize = 1000;
 
-/// A cursor-paged request: events with a sequence number above `after`, oldest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A cursor-paged request: events with a sequence number above `after`, oldest first,
+/// that pass the filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
     pub after: u64,
     pub limit: usize,
+    pub filter: Filter,
+}
+
+/// Which events a query returns; every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    /// Events at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Events before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    fn matches(&self, e: &AuditEvent) -> bool {
+        self.action.as_ref().is_none_or(|a| *a == e.action)
+            && self.outcome.is_none_or(|o| o == e.outcome)
+            && self.since.is_none_or(|t| e.time >= t)
+            && self.until.is_none_or(|t| e.time < t)
+    }
 }
 
 /// One page of events and the cursor for the next.
@@ -47,11 +71,15 @@ impl AuditQuery {
             }
             let seq = &key[prefix.len()..];
             if let Some(e) = store.get::<AuditEvent>(Cf::Audit, seq)? {
-                events.push(e);
+                if self.filter.matches(&e) {
+                    events.push(e);
+                }
             }
             Ok(true)
         })?;
-        let next_after = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
+        let next_after = (events.len() == limit)
+            .then(|| events.last().map(|e| e.seq))
+            .flatten();
         Ok(Page { events, next_after })
     }
 }
@@ -90,16 +118,30 @@ pub fn verify_chain(store: &Store) -> Result<ChainReport, StoreError> {
     let mut verdict = ChainVerdict::Intact;
     store.for_each_from(Cf::Audit, &[], |key, value| {
         let Ok(event) = serde_json::from_slice::<AuditEvent>(value) else {
-            verdict = ChainVerdict::Unreadable { key: hex::encode(key) };
+            verdict = ChainVerdict::Unreadable {
+                key: hex::encode(key),
+            };
             return Ok(false);
         };
         let key_seq = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).ok();
-        if key_seq != Some(event.seq) || chain_hash(&event) != event.hash {
-            verdict = ChainVerdict::Edited { seq: key_seq.unwrap_or(event.seq) };
+        if chain_hash(&event) != event.hash {
+            verdict = ChainVerdict::Edited {
+                seq: key_seq.unwrap_or(event.seq),
+            };
+            return Ok(false);
+        }
+        if key_seq != Some(event.seq) {
+            // An intact event stored under another event's number: moved or swapped.
+            verdict = ChainVerdict::Reordered {
+                seq: key_seq.unwrap_or(event.seq),
+            };
             return Ok(false);
         }
         if event.seq != expected {
-            verdict = ChainVerdict::Missing { expected, found: event.seq };
+            verdict = ChainVerdict::Missing {
+                expected,
+                found: event.seq,
+            };
             return Ok(false);
         }
         if event.prev_hash != prev {
@@ -110,5 +152,9 @@ pub fn verify_chain(store: &Store) -> Result<ChainReport, StoreError> {
         expected += 1;
         Ok(true)
     })?;
-    Ok(ChainReport { verdict, length: expected - 1, head: prev })
+    Ok(ChainReport {
+        verdict,
+        length: expected - 1,
+        head: prev,
+    })
 }

@@ -49,12 +49,25 @@ impl AuditLog {
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let (seq, head) = chain_head(&store)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = Writer { store, metrics: metrics.clone(), rx, next_seq: seq + 1, head };
+        let writer = Writer {
+            store,
+            metrics: metrics.clone(),
+            rx,
+            next_seq: seq + 1,
+            head,
+        };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| StoreError::Rocks(rocksdb::Error::new(e.to_string())))?;
-        Ok((Self { tx, durability, metrics }, thread))
+            .map_err(StoreError::Io)?;
+        Ok((
+            Self {
+                tx,
+                durability,
+                metrics,
+            },
+            thread,
+        ))
     }
 
     /// Records a machine request's event; in `sync` mode waits until it is durable.
@@ -138,7 +151,9 @@ impl Writer {
         }
 
         let result = self.write(&events);
-        self.metrics.audit_flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .audit_flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.audit_batch_size.observe(events.len() as f64);
         match result {
             Ok(()) => {

@@ -156,56 +156,117 @@ mod tests {
     fn compact_forms_parse_in_order() {
         assert_eq!(
             Lifetime::parse_compact("1mo2d8h").unwrap(),
-            Lifetime { months: 1, days: 2, hours: 8, ..Default::default() }
+            Lifetime {
+                months: 1,
+                days: 2,
+                hours: 8,
+                ..Default::default()
+            }
         );
         assert_eq!(Lifetime::parse_compact("30d").unwrap().days, 30);
         assert_eq!(Lifetime::parse_compact("45s").unwrap().seconds, 45);
-        for bad in ["", "8", "h", "8x", "2h1d", "1d1d", "-1h", "1.5h", "99999999999h"] {
+        for bad in [
+            "",
+            "8",
+            "h",
+            "8x",
+            "2h1d",
+            "1d1d",
+            "-1h",
+            "1.5h",
+            "99999999999h",
+        ] {
             assert!(Lifetime::parse_compact(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn months_are_calendar_months_clamped_to_the_month_end() {
-        let one_month = Lifetime { months: 1, ..Default::default() };
-        assert_eq!(one_month.after(at("2027-01-31T10:00:00Z")), Some(at("2027-02-28T10:00:00Z")));
-        assert_eq!(one_month.after(at("2028-01-31T10:00:00Z")), Some(at("2028-02-29T10:00:00Z")));
-        let twelve = Lifetime { months: 12, ..Default::default() };
-        assert_eq!(twelve.after(at("2028-02-29T00:00:00Z")), Some(at("2029-02-28T00:00:00Z")));
+        let one_month = Lifetime {
+            months: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            one_month.after(at("2027-01-31T10:00:00Z")),
+            Some(at("2027-02-28T10:00:00Z"))
+        );
+        assert_eq!(
+            one_month.after(at("2028-01-31T10:00:00Z")),
+            Some(at("2028-02-29T10:00:00Z"))
+        );
+        let twelve = Lifetime {
+            months: 12,
+            ..Default::default()
+        };
+        assert_eq!(
+            twelve.after(at("2028-02-29T00:00:00Z")),
+            Some(at("2029-02-28T00:00:00Z"))
+        );
     }
 
     #[test]
     fn one_hour_and_twelve_months_are_the_bounds() {
         let start = at("2027-03-15T12:00:00Z");
         let ok = |l: Lifetime| l.expiry_from(start, HOUR);
-        assert!(ok(Lifetime { hours: 1, ..Default::default() }).is_ok());
-        assert!(ok(Lifetime { months: 12, ..Default::default() }).is_ok());
+        assert!(ok(Lifetime {
+            hours: 1,
+            ..Default::default()
+        })
+        .is_ok());
+        assert!(ok(Lifetime {
+            months: 12,
+            ..Default::default()
+        })
+        .is_ok());
         assert!(matches!(
-            ok(Lifetime { minutes: 59, ..Default::default() }),
+            ok(Lifetime {
+                minutes: 59,
+                ..Default::default()
+            }),
             Err(LifetimeError::TooShort { .. })
         ));
         assert!(matches!(
-            ok(Lifetime { months: 12, seconds: 1, ..Default::default() }),
+            ok(Lifetime {
+                months: 12,
+                seconds: 1,
+                ..Default::default()
+            }),
             Err(LifetimeError::TooLong { .. })
         ));
         assert!(matches!(
-            ok(Lifetime { days: 366, ..Default::default() }),
+            ok(Lifetime {
+                days: 367,
+                ..Default::default()
+            }),
             Err(LifetimeError::TooLong { .. })
         ));
-        assert!(matches!(ok(Lifetime::default()), Err(LifetimeError::Zero { .. })));
+        assert!(matches!(
+            ok(Lifetime::default()),
+            Err(LifetimeError::Zero { .. })
+        ));
     }
 
     #[test]
     fn the_error_message_gives_the_bounds() {
-        let err = Lifetime { minutes: 5, ..Default::default() }
-            .expiry_from(at("2027-03-15T12:00:00Z"), HOUR)
-            .unwrap_err();
-        assert!(err.to_string().contains("between 1h and 12 months"), "{err}");
+        let err = Lifetime {
+            minutes: 5,
+            ..Default::default()
+        }
+        .expiry_from(at("2027-03-15T12:00:00Z"), HOUR)
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("between 1h and 12 months"),
+            "{err}"
+        );
     }
 
     #[test]
     fn huge_values_do_not_overflow() {
-        let l = Lifetime { months: u32::MAX, days: u32::MAX, ..Default::default() };
+        let l = Lifetime {
+            months: u32::MAX,
+            days: u32::MAX,
+            ..Default::default()
+        };
         assert!(l.expiry_from(at("2027-03-15T12:00:00Z"), HOUR).is_err());
     }
 }

@@ -28,7 +28,10 @@ fn check(kind: &'static str, s: &str) -> Result<(), NameError> {
     if !first.is_ascii_alphanumeric() {
         return Err(NameError::BadStart { kind });
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err(NameError::BadCharacter { kind });
     }
     Ok(())
@@ -109,7 +112,17 @@ mod tests {
 
     #[test]
     fn path_tricks_and_odd_characters_are_refused() {
-        for bad in ["", ".", "..", "-x", "a/b", "a b", "é", "a%2Fb", &"a".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-x",
+            "a/b",
+            "a b",
+            "é",
+            "a%2Fb",
+            &"a".repeat(129),
+        ] {
             assert!(SecretName::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -27,7 +27,10 @@ impl CountryCode {
         }
         let code = [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()];
         let text = std::str::from_utf8(&code).ok()?;
-        ASSIGNED.split_ascii_whitespace().any(|c| c == text).then_some(Self(code))
+        ASSIGNED
+            .split_ascii_whitespace()
+            .any(|c| c == text)
+            .then_some(Self(code))
     }
 
     pub fn as_str(&self) -> &str {

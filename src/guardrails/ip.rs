@@ -16,10 +16,12 @@ impl IpAllowlist {
         let nets = entries
             .iter()
             .enumerate()
-            .map(|(index, entry)| parse_entry(entry.as_ref()).ok_or_else(|| RuleError::Cidr {
-                index,
-                value: entry.as_ref().to_owned(),
-            }))
+            .map(|(index, entry)| {
+                parse_entry(entry.as_ref()).ok_or_else(|| RuleError::Cidr {
+                    index,
+                    value: entry.as_ref().to_owned(),
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { nets })
     }
@@ -94,7 +96,15 @@ mod tests {
 
     #[test]
     fn nearly_valid_entries_are_refused() {
-        for bad in ["203.0.113.0/33", "203.0.113", "2001:db8::/129", "10.0.0.1/", "host", "", "1.2.3.4/-1"] {
+        for bad in [
+            "203.0.113.0/33",
+            "203.0.113",
+            "2001:db8::/129",
+            "10.0.0.1/",
+            "host",
+            "",
+            "1.2.3.4/-1",
+        ] {
             assert!(IpAllowlist::parse(&[bad]).is_err(), "{bad:?}");
         }
     }

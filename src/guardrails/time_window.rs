@@ -45,22 +45,35 @@ impl TimeWindow {
             let bit = DAY_NAMES
                 .iter()
                 .position(|d| d.eq_ignore_ascii_case(day))
-                .ok_or_else(|| format!("day {day:?} is not one of mon, tue, wed, thu, fri, sat, sun"))?;
+                .ok_or_else(|| {
+                    format!("day {day:?} is not one of mon, tue, wed, thu, fri, sat, sun")
+                })?;
             days |= 1 << bit;
         }
         if days == 0 {
             days = EVERY_DAY;
         }
         let start = parse_clock(&spec.start, false).ok_or_else(|| {
-            format!("start {:?} is not a time of day as HH:MM (00:00 to 23:59)", spec.start)
+            format!(
+                "start {:?} is not a time of day as HH:MM (00:00 to 23:59)",
+                spec.start
+            )
         })?;
         let end = parse_clock(&spec.end, true).ok_or_else(|| {
-            format!("end {:?} is not a time of day as HH:MM (00:00 to 24:00)", spec.end)
+            format!(
+                "end {:?} is not a time of day as HH:MM (00:00 to 24:00)",
+                spec.end
+            )
         })?;
         if start == end {
             return Err("start and end are equal; the window would be empty or ambiguous".into());
         }
-        Ok(Self { tz, days, start, end })
+        Ok(Self {
+            tz,
+            days,
+            start,
+            end,
+        })
     }
 
     /// Whether the instant falls inside the window, by the wall clock of its zone.
@@ -115,7 +128,12 @@ mod tests {
 
     #[test]
     fn office_hours_in_copenhagen_follow_the_local_clock() {
-        let w = window("Europe/Copenhagen", &["mon", "tue", "wed", "thu", "fri"], "08:00", "18:00");
+        let w = window(
+            "Europe/Copenhagen",
+            &["mon", "tue", "wed", "thu", "fri"],
+            "08:00",
+            "18:00",
+        );
         // 2027-01-04 is a Monday; Copenhagen is UTC+1 in winter.
         assert!(w.contains(at("2027-01-04T07:00:00Z")));
         assert!(!w.contains(at("2027-01-04T06:59:59Z")));
@@ -144,7 +162,7 @@ mod tests {
         assert!(!w.contains(at("2027-03-28T00:59:59Z"))); // 01:59:59 local
         assert!(w.contains(at("2027-03-28T01:00:00Z"))); // 03:00 local
         assert!(!w.contains(at("2027-03-28T01:30:00Z"))); // 03:30 local
-        // New York, 2027-03-14: 02:00 local jumps to 03:00 (07:00 UTC).
+                                                          // New York, 2027-03-14: 02:00 local jumps to 03:00 (07:00 UTC).
         let ny = window("America/New_York", &["sun"], "02:15", "02:45");
         for minute in 0..120 {
             let t = at("2027-03-14T06:00:00Z") + chrono::TimeDelta::minutes(minute);
@@ -159,7 +177,7 @@ mod tests {
         assert!(w.contains(at("2027-10-31T00:30:00Z"))); // 02:30 CEST
         assert!(w.contains(at("2027-10-31T01:30:00Z"))); // 02:30 CET
         assert!(!w.contains(at("2027-10-31T02:00:00Z"))); // 03:00 CET
-        // New York, 2027-11-07: 01:xx occurs twice.
+                                                          // New York, 2027-11-07: 01:xx occurs twice.
         let ny = window("America/New_York", &["sun"], "01:00", "02:00");
         assert!(ny.contains(at("2027-11-07T05:30:00Z"))); // 01:30 EDT
         assert!(ny.contains(at("2027-11-07T06:30:00Z"))); // 01:30 EST

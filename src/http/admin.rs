@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::errors::ApiError;
 use super::request_meta;
-use crate::audit::{AuditQuery, Outcome};
+use crate::audit::{AuditQuery, Filter, Outcome, Page};
 use crate::bootstrap::{self, BootstrapRecord};
 use crate::domain::{Lifetime, MachineId, ProjectName, SecretName, VaultName};
 use crate::engine::Engine;
@@ -25,24 +25,63 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/vaults", web::post().to(create_vault))
         .route("/v1/{vault}/projects", web::post().to(create_project))
         .route("/v1/{vault}/projects", web::get().to(list_projects))
-        .route("/v1/{vault}/projects/{project}/secrets/{name}", web::put().to(put_secret))
-        .route("/v1/{vault}/machines/temporary", web::post().to(create_temporary))
+        .route(
+            "/v1/{vault}/projects/{project}/secrets/{name}",
+            web::put().to(put_secret),
+        )
+        .route(
+            "/v1/{vault}/machines/temporary",
+            web::post().to(create_temporary),
+        )
         .route("/v1/{vault}/machines", web::get().to(list_machines))
         .route("/v1/{vault}/machines/{id}", web::get().to(show_machine))
         .route("/v1/{vault}/machines/{id}/approve", web::post().to(approve))
         .route("/v1/{vault}/machines/{id}/disable", web::post().to(disable))
-        .route("/v1/{vault}/machines/{id}/projects/{project}", web::put().to(add_member))
-        .route("/v1/{vault}/machines/{id}/projects/{project}", web::delete().to(remove_member))
-        .route("/v1/{vault}/machines/{id}/grants/{project}/{secret}", web::put().to(grant))
-        .route("/v1/{vault}/machines/{id}/grants/{project}/{secret}", web::delete().to(revoke))
-        .route("/v1/{vault}/machines/{id}/guardrails", web::put().to(set_guardrails))
-        .route("/v1/{vault}/machines/{id}/extensions", web::post().to(extend))
-        .route("/v1/{vault}/machines/{id}/extensions/{extension}/revert", web::post().to(revert))
-        .route("/v1/{vault}/machines/{id}/audit", web::get().to(machine_audit))
-        .route("/v1/{vault}/machines/{id}/access-report", web::get().to(access_report))
+        .route(
+            "/v1/{vault}/machines/{id}/projects/{project}",
+            web::put().to(add_member),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/projects/{project}",
+            web::delete().to(remove_member),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/grants/{project}/{secret}",
+            web::put().to(grant),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/grants/{project}/{secret}",
+            web::delete().to(revoke),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/guardrails",
+            web::put().to(set_guardrails),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/extensions",
+            web::post().to(extend),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/extensions/{extension}/revert",
+            web::post().to(revert),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/audit",
+            web::get().to(machine_audit),
+        )
+        .route(
+            "/v1/{vault}/machines/{id}/access-report",
+            web::get().to(access_report),
+        )
         .route("/v1/{vault}/audit", web::get().to(vault_audit))
-        .route("/v1/{vault}/settings/ip-allowlist", web::put().to(set_ip_allowlist))
-        .route("/v1/{vault}/settings/ip-allowlist", web::get().to(get_ip_allowlist));
+        .route(
+            "/v1/{vault}/settings/ip-allowlist",
+            web::put().to(set_ip_allowlist),
+        )
+        .route(
+            "/v1/{vault}/settings/ip-allowlist",
+            web::get().to(get_ip_allowlist),
+        );
 }
 
 // === Authentication and scope ===
@@ -62,7 +101,11 @@ impl FromRequest for AdminAuth {
 
 fn authenticate(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
     let unauthorized = || {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid admin bearer token")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid admin bearer token",
+        )
     };
     let engine = req
         .app_data::<web::Data<Engine>>()
@@ -84,7 +127,13 @@ fn authenticate(req: &HttpRequest) -> Result<AdminAuth, ApiError> {
 /// The vault named in the path, if this token may act on it and it exists. The scope is
 /// checked before existence, so a vault-scoped token learns nothing about other vaults.
 fn vault_access(admin: &Admin, raw: &str, engine: &Engine) -> Result<VaultName, ApiError> {
-    let forbidden = || ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not act on that vault");
+    let forbidden = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may not act on that vault",
+        )
+    };
     if let Scope::Vault { vault } = &admin.scope {
         if vault.as_str() != raw {
             return Err(forbidden());
@@ -137,7 +186,18 @@ async fn audit_change(
     detail: Option<Value>,
 ) -> Result<(), ApiError> {
     let meta = request_meta(req, engine);
-    let mut event = engine.event(&meta, vault, machine, admin.actor(), action, secret, Outcome::Ok, None, None, Utc::now());
+    let mut event = engine.event(
+        &meta,
+        vault,
+        machine,
+        admin.actor(),
+        action,
+        secret,
+        Outcome::Ok,
+        None,
+        None,
+        Utc::now(),
+    );
     event.detail = detail;
     engine.audit.record_durable(event).await?;
     Ok(())
@@ -169,17 +229,36 @@ async fn create_vault(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     if admin.scope != Scope::Operator {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an operator token may create vaults"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an operator token may create vaults",
+        ));
     }
     let name = parse(VaultName::parse(&body.name))?;
     let e = engine.clone().into_inner();
     let (record, token) = blocking(move || {
         let record = e.vaults.create(name)?;
-        let token = tokens::issue(&e.store, Scope::Vault { vault: record.name.clone() })?;
+        let token = tokens::issue(
+            &e.store,
+            Scope::Vault {
+                vault: record.name.clone(),
+            },
+        )?;
         Ok::<_, ApiError>((record, token))
     })
     .await?;
-    audit_change(&engine, &req, &admin, &record.name, None, "vault.created", None, None).await?;
+    audit_change(
+        &engine,
+        &req,
+        &admin,
+        &record.name,
+        None,
+        "vault.created",
+        None,
+        None,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(json!({
         "name": record.name,
         "created_at": record.created_at,
@@ -199,7 +278,17 @@ async fn create_project(
     let (e, v) = (engine.clone().into_inner(), vault.clone());
     let record = blocking(move || e.vaults.create_project(&v, name)).await?;
     let detail = json!({"project": record.name});
-    audit_change(&engine, &req, &admin, &vault, None, "project.created", None, Some(detail)).await?;
+    audit_change(
+        &engine,
+        &req,
+        &admin,
+        &vault,
+        None,
+        "project.created",
+        None,
+        Some(detail),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(record))
 }
 
@@ -234,11 +323,31 @@ async fn put_secret(
     let SecretBody { value, policy } = body.into_inner();
     let value = secrecy::SecretBox::new(Box::new(value.into_bytes()));
     let max = engine.config.limits.max_secret_bytes;
-    let (e, v, p, n, by) = (engine.clone().into_inner(), vault.clone(), project.clone(), name.clone(), admin.actor());
-    let version = blocking(move || e.vaults.put_secret(&v, &p, &n, value.expose_secret(), policy, by, max)).await?;
+    let (e, v, p, n, by) = (
+        engine.clone().into_inner(),
+        vault.clone(),
+        project.clone(),
+        name.clone(),
+        admin.actor(),
+    );
+    let version = blocking(move || {
+        e.vaults
+            .put_secret(&v, &p, &n, value.expose_secret(), policy, by, max)
+    })
+    .await?;
     let secret = format!("{project}/{name}");
     let detail = json!({"version": version});
-    audit_change(&engine, &req, &admin, &vault, None, "secret.written", Some(secret), Some(detail)).await?;
+    audit_change(
+        &engine,
+        &req,
+        &admin,
+        &vault,
+        None,
+        "secret.written",
+        Some(secret),
+        Some(detail),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"project": project, "name": name, "version": version})))
 }
 
@@ -266,10 +375,14 @@ struct BootstrapView {
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     let len = value.chars().count();
     if value.trim().is_empty() || len > max {
-        return Err(ApiError::bad_request(format!("{field} must be 1 to {max} characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {max} characters"
+        )));
     }
     if value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!("{field} must not contain control characters")));
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -288,8 +401,13 @@ async fn create_temporary(
         check_text("description", d, 1000)?;
     }
     let guardrails = body.guardrails.unwrap_or_default();
-    Guardrails::compile(&guardrails)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_guardrails", format!("guardrails: {e}")))?;
+    Guardrails::compile(&guardrails).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_guardrails",
+            format!("guardrails: {e}"),
+        )
+    })?;
     let now = Utc::now();
     let expires_at = body
         .lifetime
@@ -325,12 +443,28 @@ async fn create_temporary(
         used_at: None,
     };
     let (url, command) = bootstrap::command(&engine.public_url, &vault, &token.token);
-    let view = BootstrapView { token: token.token, url, command, expires_at: token_record.expires_at };
+    let view = BootstrapView {
+        token: token.token,
+        url,
+        command,
+        expires_at: token_record.expires_at,
+    };
 
     let (e, r) = (engine.clone().into_inner(), record.clone());
     blocking(move || e.machines.create(r, &token.key, &token_record)).await?;
-    let detail = json!({"name": record.name, "lifetime": record.lifetime, "expires_at": expires_at});
-    audit_change(&engine, &req, &admin, &vault, Some(record.id), "machine.created", None, Some(detail)).await?;
+    let detail =
+        json!({"name": record.name, "lifetime": record.lifetime, "expires_at": expires_at});
+    audit_change(
+        &engine,
+        &req,
+        &admin,
+        &vault,
+        Some(record.id),
+        "machine.created",
+        None,
+        Some(detail),
+    )
+    .await?;
     tracing::info!(machine.id = %record.id, "temporary machine created");
     Ok(HttpResponse::Created().json(json!({"machine": machine_view(&record), "bootstrap": view})))
 }
@@ -351,10 +485,17 @@ async fn list_machines(
     let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(MachineState::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!("state {s:?} is not one of created, pending, active, disabled, expired"))
+            ApiError::bad_request(format!(
+                "state {s:?} is not one of created, pending, active, disabled, expired"
+            ))
         })?),
     };
-    let machines: Vec<Value> = engine.machines.list(&vault, state)?.iter().map(machine_view).collect();
+    let machines: Vec<Value> = engine
+        .machines
+        .list(&vault, state)?
+        .iter()
+        .map(machine_view)
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"machines": machines})))
 }
 
@@ -369,7 +510,10 @@ async fn show_machine(
 }
 
 /// Sends a command to a machine of this vault, audits it and answers with the machine.
-#[expect(clippy::too_many_arguments, reason = "one per part of an audited change")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one per part of an audited change"
+)]
 async fn change(
     req: &HttpRequest,
     admin: &Admin,
@@ -396,7 +540,18 @@ async fn approve(
     let (vault, id) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
     let cmd = Command::Approve { now: Utc::now() };
-    change(&req, &admin, &engine, &vault, &id, cmd, "machine.approved", None, None).await
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        "machine.approved",
+        None,
+        None,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,8 +571,23 @@ async fn disable(
     let vault = vault_access(&admin, &vault, &engine)?;
     check_text("reason", &body.reason, 500)?;
     let detail = json!({"reason": body.reason});
-    let cmd = Command::Disable { reason: body.into_inner().reason, by: admin.actor(), now: Utc::now() };
-    change(&req, &admin, &engine, &vault, &id, cmd, "machine.disabled", None, Some(detail)).await
+    let cmd = Command::Disable {
+        reason: body.into_inner().reason,
+        by: admin.actor(),
+        now: Utc::now(),
+    };
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        "machine.disabled",
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 async fn membership(
@@ -431,12 +601,29 @@ async fn membership(
     let vault = vault_access(&admin, &vault, &engine)?;
     let project = parse(ProjectName::parse(&project))?;
     if member && !engine.vaults.project_exists(&vault, &project)? {
-        return Err(ApiError::not_found(format!("project {project} does not exist")));
+        return Err(ApiError::not_found(format!(
+            "project {project} does not exist"
+        )));
     }
-    let action = if member { "machine.project_added" } else { "machine.project_removed" };
+    let action = if member {
+        "machine.project_added"
+    } else {
+        "machine.project_removed"
+    };
     let detail = json!({"project": project});
     let cmd = Command::SetMember { project, member };
-    change(&req, &admin, &engine, &vault, &id, cmd, action, None, Some(detail)).await
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        action,
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 async fn add_member(
@@ -471,12 +658,22 @@ async fn set_grant(
         secret: parse(SecretName::parse(&secret))?,
     };
     if granted && !engine.vaults.project_exists(&vault, &grant.project)? {
-        return Err(ApiError::not_found(format!("project {} does not exist", grant.project)));
+        return Err(ApiError::not_found(format!(
+            "project {} does not exist",
+            grant.project
+        )));
     }
-    let action = if granted { "machine.granted" } else { "machine.revoked" };
+    let action = if granted {
+        "machine.granted"
+    } else {
+        "machine.revoked"
+    };
     let secret = Some(format!("{}/{}", grant.project, grant.secret));
     let cmd = Command::SetGrant { grant, granted };
-    change(&req, &admin, &engine, &vault, &id, cmd, action, secret, None).await
+    change(
+        &req, &admin, &engine, &vault, &id, cmd, action, secret, None,
+    )
+    .await
 }
 
 async fn grant(
@@ -507,11 +704,27 @@ async fn set_guardrails(
     let (vault, id) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
     let spec = body.into_inner();
-    Guardrails::compile(&spec)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_guardrails", format!("guardrails: {e}")))?;
+    Guardrails::compile(&spec).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_guardrails",
+            format!("guardrails: {e}"),
+        )
+    })?;
     let detail = json!({"guardrails": spec});
     let cmd = Command::SetGuardrails { spec };
-    change(&req, &admin, &engine, &vault, &id, cmd, "machine.guardrails_set", None, Some(detail)).await
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        "machine.guardrails_set",
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -536,20 +749,49 @@ async fn extend(
     let body = body.into_inner();
     check_text("reason", &body.reason, 500)?;
     let machine = machine_in(&engine, &vault, &id)?;
-    let current = machine
-        .expires_at()
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "not_temporary", "machine has no expiry to extend"))?;
+    let current = machine.expires_at().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_temporary",
+            "machine has no expiry to extend",
+        )
+    })?;
     let to = match (body.expires_at, body.extend_by) {
         (Some(at), None) => at,
-        (None, Some(by)) if by != Lifetime::default() => by
-            .after(current)
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_expiry", "extend_by is too large"))?,
+        (None, Some(by)) if by != Lifetime::default() => by.after(current).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_expiry",
+                "extend_by is too large",
+            )
+        })?,
         (None, Some(_)) => return Err(ApiError::bad_request("extend_by must not be zero")),
-        _ => return Err(ApiError::bad_request("give exactly one of expires_at and extend_by")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of expires_at and extend_by",
+            ))
+        }
     };
-    let detail = json!({"reason": body.reason, "previous_expires_at": current, "new_expires_at": to});
-    let cmd = Command::Extend { to, reason: body.reason, by: admin.actor(), now: Utc::now() };
-    change(&req, &admin, &engine, &vault, &id, cmd, "machine.extended", None, Some(detail)).await
+    let detail =
+        json!({"reason": body.reason, "previous_expires_at": current, "new_expires_at": to});
+    let cmd = Command::Extend {
+        to,
+        reason: body.reason,
+        by: admin.actor(),
+        now: Utc::now(),
+    };
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        "machine.extended",
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 async fn revert(
@@ -563,8 +805,24 @@ async fn revert(
     let vault = vault_access(&admin, &vault, &engine)?;
     check_text("reason", &body.reason, 500)?;
     let detail = json!({"extension": extension, "reason": body.reason});
-    let cmd = Command::Revert { extension, reason: body.into_inner().reason, by: admin.actor(), now: Utc::now() };
-    change(&req, &admin, &engine, &vault, &id, cmd, "machine.extension_reverted", None, Some(detail)).await
+    let cmd = Command::Revert {
+        extension,
+        reason: body.into_inner().reason,
+        by: admin.actor(),
+        now: Utc::now(),
+    };
+    change(
+        &req,
+        &admin,
+        &engine,
+        &vault,
+        &id,
+        cmd,
+        "machine.extension_reverted",
+        None,
+        Some(detail),
+    )
+    .await
 }
 
 // === Audit ===
@@ -576,6 +834,17 @@ struct PageQuery {
     after: u64,
     #[serde(default = "default_limit")]
     limit: usize,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    outcome: Option<Outcome>,
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
+    /// `json` (default) or `jsonl`: one event per line, for export.
+    #[serde(default)]
+    format: Option<String>,
 }
 
 fn default_limit() -> usize {
@@ -585,9 +854,44 @@ fn default_limit() -> usize {
 impl PageQuery {
     fn query(&self) -> Result<AuditQuery, ApiError> {
         if !(1..=crate::audit::MAX_LIMIT).contains(&self.limit) {
-            return Err(ApiError::bad_request(format!("limit must be 1 to {}", crate::audit::MAX_LIMIT)));
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1 to {}",
+                crate::audit::MAX_LIMIT
+            )));
         }
-        Ok(AuditQuery { after: self.after, limit: self.limit })
+        Ok(AuditQuery {
+            after: self.after,
+            limit: self.limit,
+            filter: Filter {
+                action: self.action.clone(),
+                outcome: self.outcome,
+                since: self.since,
+                until: self.until,
+            },
+        })
+    }
+
+    /// Renders a page as JSON, or as JSON Lines with the cursor in `X-Next-After`.
+    fn respond(&self, page: Page) -> Result<HttpResponse, ApiError> {
+        match self.format.as_deref() {
+            None | Some("json") => Ok(HttpResponse::Ok().json(page)),
+            Some("jsonl") => {
+                let mut body = String::new();
+                for e in &page.events {
+                    body.push_str(&serde_json::to_string(e).unwrap_or_default());
+                    body.push('\n');
+                }
+                let mut resp = HttpResponse::Ok();
+                resp.content_type("application/jsonl");
+                if let Some(next) = page.next_after {
+                    resp.insert_header(("x-next-after", next.to_string()));
+                }
+                Ok(resp.body(body))
+            }
+            Some(other) => Err(ApiError::bad_request(format!(
+                "format {other:?} is not json or jsonl"
+            ))),
+        }
     }
 }
 
@@ -600,7 +904,7 @@ async fn machine_audit(
     let (vault, id) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
     let machine = machine_in(&engine, &vault, &id)?;
-    Ok(HttpResponse::Ok().json(query.query()?.machine(&engine.store, machine.id)?))
+    query.respond(query.query()?.machine(&engine.store, machine.id)?)
 }
 
 async fn vault_audit(
@@ -610,7 +914,7 @@ async fn vault_audit(
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let vault = vault_access(&admin, &vault, &engine)?;
-    Ok(HttpResponse::Ok().json(query.query()?.vault(&engine.store, &vault)?))
+    query.respond(query.query()?.vault(&engine.store, &vault)?)
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -630,7 +934,14 @@ async fn access_report(
     let vault = vault_access(&admin, &vault, &engine)?;
     let machine = machine_in(&engine, &vault, &id)?;
     let mut report: BTreeMap<String, SecretAccess> = BTreeMap::new();
-    let mut query = AuditQuery { after: 0, limit: crate::audit::MAX_LIMIT };
+    let mut query = AuditQuery {
+        after: 0,
+        limit: crate::audit::MAX_LIMIT,
+        filter: Filter {
+            action: Some("secret.read".into()),
+            ..Filter::default()
+        },
+    };
     loop {
         let page = query.machine(&engine.store, machine.id)?;
         for e in page.events.iter().filter(|e| e.action == "secret.read") {
@@ -663,7 +974,17 @@ async fn set_ip_allowlist(
     let setting = body.into_inner();
     engine.vaults.set_ip_allowlist(&vault, &setting)?;
     let detail = json!({"cidrs": setting.cidrs});
-    audit_change(&engine, &req, &admin, &vault, None, "vault.ip_allowlist_set", None, Some(detail)).await?;
+    audit_change(
+        &engine,
+        &req,
+        &admin,
+        &vault,
+        None,
+        "vault.ip_allowlist_set",
+        None,
+        Some(detail),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(setting))
 }
 

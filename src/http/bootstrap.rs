@@ -20,7 +20,10 @@ use crate::storage::Cf;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/{vault}/temp-bootstrap/{token}", web::get().to(script))
-        .route("/v1/{vault}/temp-bootstrap/{token}", web::post().to(register));
+        .route(
+            "/v1/{vault}/temp-bootstrap/{token}",
+            web::post().to(register),
+        );
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,7 +39,11 @@ struct Registration {
 }
 
 /// Finds a usable token of this vault, for a machine still waiting for its key.
-fn usable_token(engine: &Engine, vault: &str, token: &str) -> Result<Option<(Vec<u8>, BootstrapRecord)>, ApiError> {
+fn usable_token(
+    engine: &Engine,
+    vault: &str,
+    token: &str,
+) -> Result<Option<(Vec<u8>, BootstrapRecord)>, ApiError> {
     if !bootstrap::is_token_shaped(token) {
         return Ok(None);
     }
@@ -64,16 +71,32 @@ async fn script(
     let (status, body) = match (usable, windows) {
         (Some((_, record)), false) => {
             let (url, _) = bootstrap::command(&engine.public_url, &record.vault, &token);
-            (actix_web::http::StatusCode::OK, bootstrap::sh_script(&engine.public_url, &record.vault, &url))
+            (
+                actix_web::http::StatusCode::OK,
+                bootstrap::sh_script(&engine.public_url, &record.vault, &url),
+            )
         }
         (Some((_, record)), true) => {
             let (url, _) = bootstrap::command(&engine.public_url, &record.vault, &token);
-            (actix_web::http::StatusCode::OK, bootstrap::ps_script(&engine.public_url, &record.vault, &url))
+            (
+                actix_web::http::StatusCode::OK,
+                bootstrap::ps_script(&engine.public_url, &record.vault, &url),
+            )
         }
-        (None, false) => (actix_web::http::StatusCode::NOT_FOUND, bootstrap::sh_error_script().to_owned()),
-        (None, true) => (actix_web::http::StatusCode::NOT_FOUND, bootstrap::ps_error_script().to_owned()),
+        (None, false) => (
+            actix_web::http::StatusCode::NOT_FOUND,
+            bootstrap::sh_error_script().to_owned(),
+        ),
+        (None, true) => (
+            actix_web::http::StatusCode::NOT_FOUND,
+            bootstrap::ps_error_script().to_owned(),
+        ),
     };
-    let content_type = if windows { "text/plain; charset=utf-8" } else { "text/x-shellscript; charset=utf-8" };
+    let content_type = if windows {
+        "text/plain; charset=utf-8"
+    } else {
+        "text/x-shellscript; charset=utf-8"
+    };
     Ok(HttpResponse::build(status)
         .insert_header(("cache-control", "no-store"))
         .content_type(content_type)
@@ -97,7 +120,11 @@ async fn register(
     let public_key = parse_public_key(&body.public_key)?;
 
     let now = Utc::now();
-    let cmd = Command::RegisterKey { public_key, token_key, now };
+    let cmd = Command::RegisterKey {
+        public_key,
+        token_key,
+        now,
+    };
     let machine = engine.machines.command(record.machine_id, cmd).await?;
 
     let meta = request_meta(&req, &engine);
@@ -123,9 +150,13 @@ async fn register(
 }
 
 fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
-    let bytes = STANDARD
-        .decode(text.trim())
-        .map_err(|_| ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "invalid_public_key", "public_key must be standard base64"))?;
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "invalid_public_key",
+            "public_key must be standard base64",
+        )
+    })?;
     bytes.try_into().map_err(|_| {
         ApiError::new(
             actix_web::http::StatusCode::BAD_REQUEST,
@@ -134,4 +165,3 @@ fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
         )
     })
 }
-

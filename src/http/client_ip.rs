@@ -20,7 +20,10 @@ pub fn resolve<'a>(
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
     }
-    let hops: Vec<&str> = forwarded_for.flat_map(|v| v.split(',')).map(str::trim).collect();
+    let hops: Vec<&str> = forwarded_for
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
     let mut current = peer;
     for hop in hops.iter().rev() {
         let Ok(ip) = hop.parse::<IpAddr>() else {
@@ -54,27 +57,46 @@ mod tests {
 
     #[test]
     fn a_trusted_proxy_forwards_the_right_most_untrusted_address() {
-        let got = resolve(ip("10.0.0.2"), ["198.51.100.1, 203.0.113.7, 10.0.0.5"].into_iter(), &trusted());
+        let got = resolve(
+            ip("10.0.0.2"),
+            ["198.51.100.1, 203.0.113.7, 10.0.0.5"].into_iter(),
+            &trusted(),
+        );
         assert_eq!(got, ip("203.0.113.7"));
-        let split = resolve(ip("10.0.0.2"), ["198.51.100.1", "203.0.113.7"].into_iter(), &trusted());
+        let split = resolve(
+            ip("10.0.0.2"),
+            ["198.51.100.1", "203.0.113.7"].into_iter(),
+            &trusted(),
+        );
         assert_eq!(split, ip("203.0.113.7"));
     }
 
     #[test]
     fn garbage_stops_at_the_last_trusted_hop() {
-        let got = resolve(ip("10.0.0.2"), ["203.0.113.7, nonsense, 10.0.0.5"].into_iter(), &trusted());
+        let got = resolve(
+            ip("10.0.0.2"),
+            ["203.0.113.7, nonsense, 10.0.0.5"].into_iter(),
+            &trusted(),
+        );
         assert_eq!(got, ip("10.0.0.5"));
     }
 
     #[test]
     fn mapped_addresses_are_folded() {
-        let got = resolve(ip("::ffff:10.0.0.2"), ["::ffff:203.0.113.7"].into_iter(), &trusted());
+        let got = resolve(
+            ip("::ffff:10.0.0.2"),
+            ["::ffff:203.0.113.7"].into_iter(),
+            &trusted(),
+        );
         assert_eq!(got, ip("203.0.113.7"));
     }
 
     #[test]
     fn without_trusted_proxies_the_header_is_ignored() {
         let none = IpAllowlist::default();
-        assert_eq!(resolve(ip("127.0.0.1"), ["203.0.113.7"].into_iter(), &none), ip("127.0.0.1"));
+        assert_eq!(
+            resolve(ip("127.0.0.1"), ["203.0.113.7"].into_iter(), &none),
+            ip("127.0.0.1")
+        );
     }
 }

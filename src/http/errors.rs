@@ -29,7 +29,11 @@ impl std::fmt::Display for ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -42,7 +46,11 @@ impl ApiError {
 
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed on an internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
     }
 }
 
@@ -106,7 +114,9 @@ impl From<VaultError> for ApiError {
     fn from(e: VaultError) -> Self {
         use StatusCode as S;
         let (status, code) = match &e {
-            VaultError::VaultExists(_) | VaultError::ProjectExists(_) => (S::CONFLICT, "already_exists"),
+            VaultError::VaultExists(_) | VaultError::ProjectExists(_) => {
+                (S::CONFLICT, "already_exists")
+            }
             VaultError::NoVault(_) | VaultError::NoProject(_) => (S::NOT_FOUND, "not_found"),
             VaultError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             VaultError::Policy(_) => (S::BAD_REQUEST, "invalid_guardrails"),
@@ -124,11 +134,18 @@ impl From<StoreError> for ApiError {
 
 impl From<AuditUnavailable> for ApiError {
     fn from(e: AuditUnavailable) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            e.to_string(),
+        )
     }
 }
 
-pub(super) fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub(super) fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let api = match &err {
         J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError::new(
@@ -141,8 +158,16 @@ pub(super) fn json_error(err: actix_web::error::JsonPayloadError, _: &HttpReques
             "unsupported_media_type",
             "send the body as application/json",
         ),
-        J::Deserialize(e) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON body: {e}")),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("invalid JSON body: {other}")),
+        J::Deserialize(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON body: {e}"),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("invalid JSON body: {other}"),
+        ),
     };
     api.into()
 }
@@ -151,11 +176,17 @@ pub(super) fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> a
     ApiError::bad_request(format!("bad path: {err}")).into()
 }
 
-pub(super) fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub(super) fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
     ApiError::bad_request(format!("bad query string: {err}")).into()
 }
 
-pub(super) async fn unknown_route(req: HttpRequest) -> ApiError {
+pub(super) async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     // The path is not echoed: it may carry a bootstrap token.
-    ApiError::not_found(format!("no route for this {} request", req.method()))
+    Err(ApiError::not_found(format!(
+        "no route for this {} request",
+        req.method()
+    )))
 }

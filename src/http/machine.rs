@@ -15,8 +15,11 @@ use crate::protocol::AuthHeaders;
 use crate::read_path::{MachineRequest, ReadError};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/{vault}/secrets/{project}/{name}", web::get().to(read_secret))
-        .route("/v1/{vault}/machine", web::get().to(whoami));
+    cfg.route(
+        "/v1/{vault}/secrets/{project}/{name}",
+        web::get().to(read_secret),
+    )
+    .route("/v1/{vault}/machine", web::get().to(whoami));
 }
 
 /// Pulls the signed parts out of a request. The target is the path and query exactly as
@@ -87,16 +90,18 @@ async fn whoami(
         .record(&snapshot.vault, snapshot.id)?
         .ok_or_else(|| ApiError::internal(&"machine record missing"))?;
     let now = chrono::Utc::now();
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(json!({
-        "id": record.id,
-        "vault": record.vault,
-        "name": record.name,
-        "state": record.state_at(now),
-        "expires_at": record.expires_at(),
-        "guardrails": record.guardrails,
-        "projects": record.projects,
-        "grants": record.grants,
-    })))
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({
+            "id": record.id,
+            "vault": record.vault,
+            "name": record.name,
+            "state": record.state_at(now),
+            "expires_at": record.expires_at(),
+            "guardrails": record.guardrails,
+            "projects": record.projects,
+            "grants": record.grants,
+        })))
 }
 
 fn observe<T>(engine: &Engine, result: &Result<T, ReadError>, started: Instant) {
@@ -107,8 +112,15 @@ fn observe<T>(engine: &Engine, result: &Result<T, ReadError>, started: Instant) 
         }
         Err(e) => (Outcome::Denied, e.code()),
     };
-    engine.metrics.reads.with_label_values(&[outcome.as_str(), reason]).inc();
-    engine.metrics.read_seconds.observe(started.elapsed().as_secs_f64());
+    engine
+        .metrics
+        .reads
+        .with_label_values(&[outcome.as_str(), reason])
+        .inc();
+    engine
+        .metrics
+        .read_seconds
+        .observe(started.elapsed().as_secs_f64());
     if let Err(e) = result {
         tracing::debug!(deny.reason = e.code(), "machine request refused");
     }

@@ -22,16 +22,46 @@ type ConsumedToken = (Vec<u8>, BootstrapRecord);
 #[derive(Debug)]
 pub enum Command {
     /// Registers the machine's public key and consumes its bootstrap token, atomically.
-    RegisterKey { public_key: [u8; 32], token_key: Vec<u8>, now: DateTime<Utc> },
-    Approve { now: DateTime<Utc> },
-    Disable { reason: String, by: String, now: DateTime<Utc> },
-    SetMember { project: ProjectName, member: bool },
-    SetGrant { grant: Grant, granted: bool },
-    SetGuardrails { spec: GuardrailSpec },
-    Extend { to: DateTime<Utc>, reason: String, by: String, now: DateTime<Utc> },
-    Revert { extension: u32, reason: String, by: String, now: DateTime<Utc> },
+    RegisterKey {
+        public_key: [u8; 32],
+        token_key: Vec<u8>,
+        now: DateTime<Utc>,
+    },
+    Approve {
+        now: DateTime<Utc>,
+    },
+    Disable {
+        reason: String,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    SetMember {
+        project: ProjectName,
+        member: bool,
+    },
+    SetGrant {
+        grant: Grant,
+        granted: bool,
+    },
+    SetGuardrails {
+        spec: GuardrailSpec,
+    },
+    Extend {
+        to: DateTime<Utc>,
+        reason: String,
+        by: String,
+        now: DateTime<Utc>,
+    },
+    Revert {
+        extension: u32,
+        reason: String,
+        by: String,
+        now: DateTime<Utc>,
+    },
     /// Sent by the sweep for a machine whose expiry has passed.
-    MarkExpired { now: DateTime<Utc> },
+    MarkExpired {
+        now: DateTime<Utc>,
+    },
     /// Stops the actor as a crash would, so that its supervisor restarts it. A fault
     /// injection hook for tests and drills; it changes no state.
     Crash,
@@ -45,7 +75,10 @@ impl Message for Command {
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     #[error("machine is {state}; it cannot be {action}")]
-    WrongState { state: MachineState, action: &'static str },
+    WrongState {
+        state: MachineState,
+        action: &'static str,
+    },
     #[error("the bootstrap token is unknown, already used or expired")]
     TokenUnusable,
     #[error("the public key is a weak (small-order) or invalid Ed25519 key")]
@@ -53,9 +86,15 @@ pub enum MachineError {
     #[error("machine is not temporary and has no expiry to extend")]
     NotTemporary,
     #[error("new expiry {to} must be later than the current expiry {current}")]
-    NotLater { to: DateTime<Utc>, current: DateTime<Utc> },
+    NotLater {
+        to: DateTime<Utc>,
+        current: DateTime<Utc>,
+    },
     #[error("new expiry {to} is more than 12 months from now (latest allowed: {latest})")]
-    TooFar { to: DateTime<Utc>, latest: DateTime<Utc> },
+    TooFar {
+        to: DateTime<Utc>,
+        latest: DateTime<Utc>,
+    },
     #[error("extension {0} does not exist")]
     NoSuchExtension(u32),
     #[error("extension {0} is already reverted")]
@@ -85,20 +124,37 @@ pub struct MachineActor {
 
 impl std::fmt::Debug for MachineActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MachineActor").field("id", &self.record.id).finish()
+        f.debug_struct("MachineActor")
+            .field("id", &self.record.id)
+            .finish()
     }
 }
 
 impl MachineActor {
-    pub(super) fn new(record: MachineRecord, handle: Arc<MachineHandle>, store: Store, metrics: Metrics) -> Self {
-        Self { record, handle, store, metrics }
+    pub(super) fn new(
+        record: MachineRecord,
+        handle: Arc<MachineHandle>,
+        store: Store,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            record,
+            handle,
+            store,
+            metrics,
+        }
     }
 
     fn publish(&self) {
-        self.handle.publish(MachineSnapshot::from_record(&self.record));
+        self.handle
+            .publish(MachineSnapshot::from_record(&self.record));
     }
 
-    fn persist(&self, next: &MachineRecord, token: Option<&ConsumedToken>) -> Result<(), StoreError> {
+    fn persist(
+        &self,
+        next: &MachineRecord,
+        token: Option<&ConsumedToken>,
+    ) -> Result<(), StoreError> {
         let mut batch = self.store.batch();
         batch.put(Cf::Machines, &machine_key(&next.vault, next.id), next)?;
         let old_index = index_entry(&self.record);
@@ -121,7 +177,11 @@ impl MachineActor {
         let mut next = self.record.clone();
         let mut consumed = None;
         match cmd {
-            Command::RegisterKey { public_key, token_key, now } => {
+            Command::RegisterKey {
+                public_key,
+                token_key,
+                now,
+            } => {
                 let record = self.register_key(&mut next, public_key, &token_key, now)?;
                 consumed = Some((token_key, record));
             }
@@ -133,7 +193,11 @@ impl MachineActor {
             Command::Disable { reason, by, now } => {
                 self.require_live("disabled", now)?;
                 next.state = MachineState::Disabled;
-                next.disabled = Some(Disabled { reason, by, at: now });
+                next.disabled = Some(Disabled {
+                    reason,
+                    by,
+                    at: now,
+                });
             }
             Command::SetMember { project, member } => {
                 if member {
@@ -153,7 +217,12 @@ impl MachineActor {
                 Guardrails::compile(&spec)?;
                 next.guardrails = spec;
             }
-            Command::Extend { to, reason, by, now } => {
+            Command::Extend {
+                to,
+                reason,
+                by,
+                now,
+            } => {
                 self.require_live("extended", now)?;
                 let current = next.expires_at().ok_or(MachineError::NotTemporary)?;
                 if to <= current {
@@ -174,7 +243,12 @@ impl MachineActor {
                     reverted: None,
                 });
             }
-            Command::Revert { extension, reason, by, now } => {
+            Command::Revert {
+                extension,
+                reason,
+                by,
+                now,
+            } => {
                 let ext = next
                     .extensions
                     .iter_mut()
@@ -183,11 +257,18 @@ impl MachineActor {
                 if ext.reverted.is_some() {
                     return Err(MachineError::AlreadyReverted(extension));
                 }
-                ext.reverted = Some(Revert { reason, by, at: now });
+                ext.reverted = Some(Revert {
+                    reason,
+                    by,
+                    at: now,
+                });
             }
             Command::MarkExpired { now } => {
                 if next.state.is_retained() || next.expires_at().is_none_or(|at| at > now) {
-                    return Err(MachineError::WrongState { state: next.state, action: "expired" });
+                    return Err(MachineError::WrongState {
+                        state: next.state,
+                        action: "expired",
+                    });
                 }
                 next.state = MachineState::Expired;
                 next.expired_at = Some(now);
@@ -213,7 +294,8 @@ impl MachineActor {
             return Err(MachineError::TokenUnusable);
         }
         self.require(MachineState::Created, "registered", now)?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key).map_err(|_| MachineError::WeakKey)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
+            .map_err(|_| MachineError::WeakKey)?;
         if key.is_weak() {
             return Err(MachineError::WeakKey);
         }
@@ -224,10 +306,18 @@ impl MachineActor {
         Ok(token)
     }
 
-    fn require(&self, state: MachineState, action: &'static str, now: DateTime<Utc>) -> Result<(), MachineError> {
+    fn require(
+        &self,
+        state: MachineState,
+        action: &'static str,
+        now: DateTime<Utc>,
+    ) -> Result<(), MachineError> {
         let current = self.record.state_at(now);
         if current != state {
-            return Err(MachineError::WrongState { state: current, action });
+            return Err(MachineError::WrongState {
+                state: current,
+                action,
+            });
         }
         Ok(())
     }
@@ -235,7 +325,10 @@ impl MachineActor {
     fn require_live(&self, action: &'static str, now: DateTime<Utc>) -> Result<(), MachineError> {
         let current = self.record.state_at(now);
         if current.is_retained() {
-            return Err(MachineError::WrongState { state: current, action });
+            return Err(MachineError::WrongState {
+                state: current,
+                action,
+            });
         }
         Ok(())
     }
@@ -259,8 +352,12 @@ impl Supervised for MachineActor {
         let key = machine_key(&self.record.vault, self.record.id);
         match self.store.get::<MachineRecord>(Cf::Machines, &key) {
             Ok(Some(record)) => self.record = record,
-            Ok(None) => tracing::error!(machine.id = %self.record.id, "machine record missing on restart"),
-            Err(err) => tracing::error!(machine.id = %self.record.id, error = %err, "cannot reload machine on restart"),
+            Ok(None) => {
+                tracing::error!(machine.id = %self.record.id, "machine record missing on restart")
+            }
+            Err(err) => {
+                tracing::error!(machine.id = %self.record.id, error = %err, "cannot reload machine on restart")
+            }
         }
         self.publish();
         tracing::info!(machine.id = %self.record.id, "machine actor restarted");
@@ -279,8 +376,14 @@ impl Handler<Command> for MachineActor {
         let (next, token) = self.apply(cmd)?;
         self.persist(&next, token.as_ref())?;
         if next.state != self.record.state {
-            self.metrics.machines.with_label_values(&[self.record.state.as_str()]).dec();
-            self.metrics.machines.with_label_values(&[next.state.as_str()]).inc();
+            self.metrics
+                .machines
+                .with_label_values(&[self.record.state.as_str()])
+                .dec();
+            self.metrics
+                .machines
+                .with_label_values(&[next.state.as_str()])
+                .inc();
         }
         self.record = next;
         self.publish();

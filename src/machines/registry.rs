@@ -67,15 +67,24 @@ pub struct Machines {
 impl Machines {
     /// A registry whose actors run on `arbiters`; must be called inside an actix system.
     pub fn new(store: Store, metrics: Metrics, arbiters: Vec<ArbiterHandle>) -> Self {
-        Self { map: DashMap::new(), store, metrics, arbiters, next_arbiter: AtomicUsize::new(0) }
+        Self {
+            map: DashMap::new(),
+            store,
+            metrics,
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+        }
     }
 
     /// Starts an actor for every stored machine. Returns how many there are.
     pub fn load_all(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         self.store.for_each_from(Cf::Machines, &[], |_, value| {
-            let record: MachineRecord = serde_json::from_slice(value)
-                .map_err(|source| StoreError::Corrupt { cf: Cf::Machines.name(), source })?;
+            let record: MachineRecord =
+                serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+                    cf: Cf::Machines.name(),
+                    source,
+                })?;
             self.spawn(record);
             n += 1;
             Ok(true)
@@ -86,7 +95,10 @@ impl Machines {
     /// Starts the actor of a machine whose record is already stored.
     pub fn spawn(&self, record: MachineRecord) -> Arc<MachineHandle> {
         let id = record.id;
-        self.metrics.machines.with_label_values(&[record.state.as_str()]).inc();
+        self.metrics
+            .machines
+            .with_label_values(&[record.state.as_str()])
+            .inc();
         let handle = Arc::new(MachineHandle {
             snapshot: ArcSwap::from_pointee(MachineSnapshot::from_record(&record)),
             addr: Mutex::new(None),
@@ -103,9 +115,18 @@ impl Machines {
 
     /// Stores a new machine with its bootstrap token in one synced write, then starts its
     /// actor.
-    pub fn create(&self, record: MachineRecord, token_key: &[u8], token: &BootstrapRecord) -> Result<(), StoreError> {
+    pub fn create(
+        &self,
+        record: MachineRecord,
+        token_key: &[u8],
+        token: &BootstrapRecord,
+    ) -> Result<(), StoreError> {
         let mut batch = self.store.batch();
-        batch.put(Cf::Machines, &machine_key(&record.vault, record.id), &record)?;
+        batch.put(
+            Cf::Machines,
+            &machine_key(&record.vault, record.id),
+            &record,
+        )?;
         if let Some(at) = record.expires_at() {
             batch.put_raw(Cf::Expiry, &expiry_key(at.timestamp(), record.id), &[])?;
         }
@@ -121,20 +142,39 @@ impl Machines {
     }
 
     /// Sends a change to the machine's actor and waits for it to be durable.
-    pub async fn command(&self, id: MachineId, cmd: Command) -> Result<MachineRecord, MachineError> {
-        let addr = self.get(id).and_then(|h| h.addr()).ok_or(MachineError::Unavailable)?;
-        addr.send(cmd).await.map_err(|_| MachineError::Unavailable)?
+    pub async fn command(
+        &self,
+        id: MachineId,
+        cmd: Command,
+    ) -> Result<MachineRecord, MachineError> {
+        let addr = self
+            .get(id)
+            .and_then(|h| h.addr())
+            .ok_or(MachineError::Unavailable)?;
+        addr.send(cmd)
+            .await
+            .map_err(|_| MachineError::Unavailable)?
     }
 
     /// The stored record of a machine in a vault.
-    pub fn record(&self, vault: &VaultName, id: MachineId) -> Result<Option<MachineRecord>, StoreError> {
+    pub fn record(
+        &self,
+        vault: &VaultName,
+        id: MachineId,
+    ) -> Result<Option<MachineRecord>, StoreError> {
         self.store.get(Cf::Machines, &machine_key(vault, id))
     }
 
     /// Every machine of a vault, optionally only those in `state` as of now.
-    pub fn list(&self, vault: &VaultName, state: Option<MachineState>) -> Result<Vec<MachineRecord>, StoreError> {
+    pub fn list(
+        &self,
+        vault: &VaultName,
+        state: Option<MachineState>,
+    ) -> Result<Vec<MachineRecord>, StoreError> {
         let now = chrono::Utc::now();
-        let rows = self.store.scan_prefix::<MachineRecord>(Cf::Machines, &storage::prefix(&[vault.as_str()]))?;
+        let rows = self
+            .store
+            .scan_prefix::<MachineRecord>(Cf::Machines, &storage::prefix(&[vault.as_str()]))?;
         Ok(rows
             .into_iter()
             .map(|(_, r)| r)

@@ -49,7 +49,10 @@ impl MachineSnapshot {
         };
         let mut grants: HashMap<ProjectName, HashSet<SecretName>> = HashMap::new();
         for g in &record.grants {
-            grants.entry(g.project.clone()).or_default().insert(g.secret.clone());
+            grants
+                .entry(g.project.clone())
+                .or_default()
+                .insert(g.secret.clone());
         }
         Self {
             id: record.id,

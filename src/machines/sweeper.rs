@@ -15,7 +15,7 @@ use super::actor::Command;
 use crate::audit::{NewEvent, Outcome};
 use crate::domain::MachineId;
 use crate::engine::Engine;
-use crate::storage::{Cf, StoreError};
+use crate::storage::{Cf, Store, StoreError};
 
 /// Runs [`sweep`] on a fixed interval.
 #[derive(Debug)]
@@ -36,19 +36,29 @@ impl Actor for Sweeper {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // One sweep right away catches machines that expired while the server was down.
         let engine = self.engine.clone();
-        ctx.spawn(async move { sweep(&engine, Utc::now()).await }.into_actor(self));
+        ctx.spawn(
+            async move {
+                sweep(&engine, Utc::now()).await;
+            }
+            .into_actor(self),
+        );
         ctx.run_interval(self.interval, |act, ctx| {
             let engine = act.engine.clone();
-            ctx.spawn(async move { sweep(&engine, Utc::now()).await }.into_actor(act));
+            ctx.spawn(
+                async move {
+                    sweep(&engine, Utc::now()).await;
+                }
+                .into_actor(act),
+            );
         });
     }
 }
 
 /// Ids of machines whose expiry is at or before `now`, from the index.
-pub fn due(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<MachineId>, StoreError> {
+pub fn due(store: &Store, now: DateTime<Utc>) -> Result<Vec<MachineId>, StoreError> {
     let limit = now.timestamp();
     let mut ids = Vec::new();
-    engine.store.for_each_from(Cf::Expiry, &[], |key, _| {
+    store.for_each_from(Cf::Expiry, &[], |key, _| {
         let (Some(at), Some(id)) = (key.get(..8), key.get(8..24)) else {
             return Ok(true);
         };
@@ -65,7 +75,7 @@ pub fn due(engine: &Engine, now: DateTime<Utc>) -> Result<Vec<MachineId>, StoreE
 /// One sweep: marks every due machine expired and audits it. Returns how many it marked.
 pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> usize {
     let started = Instant::now();
-    let ids = match due(engine, now) {
+    let ids = match due(&engine.store, now) {
         Ok(ids) => ids,
         Err(err) => {
             tracing::error!(error = %err, "expiry sweep cannot read its index");
@@ -74,7 +84,11 @@ pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> usize {
     };
     let mut marked = 0;
     for id in ids {
-        match engine.machines.command(id, Command::MarkExpired { now }).await {
+        match engine
+            .machines
+            .command(id, Command::MarkExpired { now })
+            .await
+        {
             Ok(record) => {
                 marked += 1;
                 engine.metrics.expiries.inc();
@@ -97,10 +111,15 @@ pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> usize {
                 }
                 tracing::info!(machine.id = %id, "machine expired");
             }
-            Err(err) => tracing::warn!(machine.id = %id, error = %err, "sweep could not mark machine"),
+            Err(err) => {
+                tracing::warn!(machine.id = %id, error = %err, "sweep could not mark machine")
+            }
         }
     }
     engine.metrics.sweeps.inc();
-    engine.metrics.sweep_seconds.observe(started.elapsed().as_secs_f64());
+    engine
+        .metrics
+        .sweep_seconds
+        .observe(started.elapsed().as_secs_f64());
     marked
 }

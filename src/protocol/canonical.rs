@@ -34,7 +34,15 @@ pub fn canonical_request(
     nonce: &str,
     body: &BodyDigest,
 ) -> Vec<u8> {
-    let parts = [CANONICAL_PREFIX, method, target, machine_id, timestamp, nonce, body.as_str()];
+    let parts = [
+        CANONICAL_PREFIX,
+        method,
+        target,
+        machine_id,
+        timestamp,
+        nonce,
+        body.as_str(),
+    ];
     let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
     let mut out = Vec::with_capacity(len);
     for (i, part) in parts.iter().enumerate() {

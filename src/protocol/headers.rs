@@ -44,7 +44,9 @@ pub struct Nonce(String);
 impl Nonce {
     pub fn parse(s: &str) -> Result<Self, HeaderError> {
         let ok_len = (NONCE_MIN..=NONCE_MAX).contains(&s.len());
-        let ok_chars = s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !ok_len || !ok_chars {
             return Err(HeaderError::Nonce);
         }
@@ -88,7 +90,8 @@ impl AuthHeaders {
                 .ok_or(HeaderError::NotAscii(display_name(name)))
         };
 
-        let machine_id = MachineId::parse(one(HEADER_MACHINE_ID)?).map_err(|_| HeaderError::MachineId)?;
+        let machine_id =
+            MachineId::parse(one(HEADER_MACHINE_ID)?).map_err(|_| HeaderError::MachineId)?;
         let timestamp_text = one(HEADER_TIMESTAMP)?;
         let timestamp = parse_timestamp(timestamp_text)?;
         let nonce = Nonce::parse(one(HEADER_NONCE)?)?;
@@ -168,7 +171,8 @@ mod tests {
     }
 
     fn parse_owned(pairs: &[(&'static str, String)]) -> Result<AuthHeaders, HeaderError> {
-        let borrowed: Vec<(&'static str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let borrowed: Vec<(&'static str, &str)> =
+            pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
         parse(&borrowed)
     }
 
@@ -191,9 +195,17 @@ mod tests {
 
     #[test]
     fn each_missing_header_is_named() {
-        for name in [HEADER_MACHINE_ID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE] {
+        for name in [
+            HEADER_MACHINE_ID,
+            HEADER_TIMESTAMP,
+            HEADER_NONCE,
+            HEADER_SIGNATURE,
+        ] {
             let pairs: Vec<_> = good().into_iter().filter(|(k, _)| *k != name).collect();
-            assert_eq!(parse_owned(&pairs).unwrap_err(), HeaderError::Missing(display_name(name)));
+            assert_eq!(
+                parse_owned(&pairs).unwrap_err(),
+                HeaderError::Missing(display_name(name))
+            );
         }
     }
 
@@ -201,13 +213,28 @@ mod tests {
     fn a_repeated_header_is_refused() {
         let mut pairs = good();
         pairs.push((HEADER_NONCE, "another-nonce-value".to_owned()));
-        assert_eq!(parse_owned(&pairs).unwrap_err(), HeaderError::Repeated("X-Nonce"));
+        assert_eq!(
+            parse_owned(&pairs).unwrap_err(),
+            HeaderError::Repeated("X-Nonce")
+        );
     }
 
     #[test]
     fn timestamps_must_be_plain_bounded_digits() {
-        for bad in ["", "-1", "+1712170800", "1712170800.5", "17e8", " 1712170800", "9999999999999"] {
-            assert_eq!(with(HEADER_TIMESTAMP, bad).unwrap_err(), HeaderError::Timestamp, "{bad:?}");
+        for bad in [
+            "",
+            "-1",
+            "+1712170800",
+            "1712170800.5",
+            "17e8",
+            " 1712170800",
+            "9999999999999",
+        ] {
+            assert_eq!(
+                with(HEADER_TIMESTAMP, bad).unwrap_err(),
+                HeaderError::Timestamp,
+                "{bad:?}"
+            );
         }
     }
 
@@ -215,8 +242,17 @@ mod tests {
     fn nonces_are_bounded_in_length_and_alphabet() {
         assert!(with(HEADER_NONCE, &"a".repeat(16)).is_ok());
         assert!(with(HEADER_NONCE, &"a".repeat(64)).is_ok());
-        for bad in ["a".repeat(15), "a".repeat(65), "abcdefghijklmno/".into(), "abcdefghijklmno=".into()] {
-            assert_eq!(with(HEADER_NONCE, &bad).unwrap_err(), HeaderError::Nonce, "{bad:?}");
+        for bad in [
+            "a".repeat(15),
+            "a".repeat(65),
+            "abcdefghijklmno/".into(),
+            "abcdefghijklmno=".into(),
+        ] {
+            assert_eq!(
+                with(HEADER_NONCE, &bad).unwrap_err(),
+                HeaderError::Nonce,
+                "{bad:?}"
+            );
         }
     }
 
@@ -231,7 +267,11 @@ mod tests {
         let mut non_canonical = good.clone();
         non_canonical.replace_range(85..86, "x");
         for bad in [unpadded, &short, &long, "not base64!", &non_canonical] {
-            assert_eq!(with(HEADER_SIGNATURE, bad).unwrap_err(), HeaderError::Signature, "{bad:?}");
+            assert_eq!(
+                with(HEADER_SIGNATURE, bad).unwrap_err(),
+                HeaderError::Signature,
+                "{bad:?}"
+            );
         }
         // [7; 64] has no '+' or '/', so the URL-safe spelling is the same and still valid.
         assert!(with(HEADER_SIGNATURE, &url_safe).is_ok());
@@ -239,6 +279,9 @@ mod tests {
 
     #[test]
     fn machine_ids_must_be_canonical() {
-        assert_eq!(with(HEADER_MACHINE_ID, &ID.to_uppercase()).unwrap_err(), HeaderError::MachineId);
+        assert_eq!(
+            with(HEADER_MACHINE_ID, &ID.to_uppercase()).unwrap_err(),
+            HeaderError::MachineId
+        );
     }
 }

@@ -89,13 +89,22 @@ mod tests {
     fn timestamps_at_the_skew_edge_pass_and_one_past_fail() {
         assert!(check_skew(1000, 1060, 60, 0).is_ok());
         assert!(check_skew(1120, 1060, 60, 0).is_ok());
-        assert_eq!(check_skew(999, 1060, 60, 0), Err(SkewError::OutsideWindow(60)));
-        assert_eq!(check_skew(1121, 1060, 60, 0), Err(SkewError::OutsideWindow(60)));
+        assert_eq!(
+            check_skew(999, 1060, 60, 0),
+            Err(SkewError::OutsideWindow(60))
+        );
+        assert_eq!(
+            check_skew(1121, 1060, 60, 0),
+            Err(SkewError::OutsideWindow(60))
+        );
     }
 
     #[test]
     fn timestamps_from_before_the_start_are_refused() {
-        assert_eq!(check_skew(1000, 1010, 60, 1000), Err(SkewError::BeforeStart));
+        assert_eq!(
+            check_skew(1000, 1010, 60, 1000),
+            Err(SkewError::BeforeStart)
+        );
         assert!(check_skew(1001, 1010, 60, 1000).is_ok());
     }
 

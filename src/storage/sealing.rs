@@ -7,7 +7,7 @@ use std::path::Path;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 const NONCE_LEN: usize = 24;
 const KEY_LEN: usize = 32;
@@ -16,9 +16,15 @@ const KEY_LEN: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error("cannot read the secrets key file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot create the secrets key file {path}: {source}")]
-    Create { path: String, source: std::io::Error },
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the secrets key file {path} must hold exactly 32 bytes, or 64 hex digits")]
     BadKey { path: String },
     #[error("a stored secret could not be decrypted: wrong key or damaged record")]
@@ -55,18 +61,29 @@ impl Sealer {
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
-                    .map_err(|source| SealError::Create { path: shown.clone(), source })?;
+                    .map_err(|source| SealError::Create {
+                        path: shown.clone(),
+                        source,
+                    })?;
                 file.write_all(key.expose_secret())
                     .and_then(|()| file.sync_all())
-                    .map_err(|source| SealError::Create { path: shown, source })?;
+                    .map_err(|source| SealError::Create {
+                        path: shown,
+                        source,
+                    })?;
                 Ok((Self::from_key(key.expose_secret()), true))
             }
-            Err(source) => Err(SealError::Read { path: shown, source }),
+            Err(source) => Err(SealError::Read {
+                path: shown,
+                source,
+            }),
         }
     }
 
     fn from_file_bytes(bytes: &[u8], shown: &str) -> Result<Self, SealError> {
-        let bad = || SealError::BadKey { path: shown.to_owned() };
+        let bad = || SealError::BadKey {
+            path: shown.to_owned(),
+        };
         if bytes.len() == KEY_LEN {
             return Ok(Self::from_key(bytes));
         }
@@ -77,7 +94,9 @@ impl Sealer {
     }
 
     fn from_key(key: &[u8]) -> Self {
-        Self { cipher: XChaCha20Poly1305::new(Key::from_slice(key)) }
+        Self {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(key)),
+        }
     }
 
     /// Encrypts `plain`; the output is the nonce followed by the ciphertext and tag.
@@ -86,7 +105,13 @@ impl Sealer {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad: location })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain,
+                    aad: location,
+                },
+            )
             // Encryption fails only for inputs beyond 256 GiB, far past any size limit here.
             .unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
@@ -103,7 +128,13 @@ impl Sealer {
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         let plain = self
             .cipher
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad: location })
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: location,
+                },
+            )
             .map_err(|_| SealError::Open)?;
         Ok(SecretBox::new(Box::new(plain)))
     }
@@ -120,7 +151,10 @@ mod tests {
         assert!(created);
         let sealed = sealer.seal(b"hunter2", b"v/p/s/1");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
-        assert_eq!(sealer.open(&sealed, b"v/p/s/1").unwrap().expose_secret(), b"hunter2");
+        assert_eq!(
+            sealer.open(&sealed, b"v/p/s/1").unwrap().expose_secret(),
+            b"hunter2"
+        );
         assert!(sealer.open(&sealed, b"v/p/s/2").is_err());
     }
 
@@ -134,7 +168,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (b, created) = Sealer::load_or_create(&path).unwrap();
         assert!(!created);
-        assert_eq!(b.open(&a.seal(b"x", b"l"), b"l").unwrap().expose_secret(), b"x");
+        assert_eq!(
+            b.open(&a.seal(b"x", b"l"), b"l").unwrap().expose_secret(),
+            b"x"
+        );
     }
 
     #[test]
@@ -142,6 +179,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         std::fs::write(&path, [1u8; 31]).unwrap();
-        assert!(matches!(Sealer::load_or_create(&path), Err(SealError::BadKey { .. })));
+        assert!(matches!(
+            Sealer::load_or_create(&path),
+            Err(SealError::BadKey { .. })
+        ));
     }
 }

@@ -55,7 +55,10 @@ impl Server {
             if opts.extra.contains("[lifecycle]") {
                 opts.extra.clone()
             } else {
-                format!("{}\n[lifecycle]\nmin_lifetime = \"1s\"\nsweep_interval = \"200ms\"\n", opts.extra)
+                format!(
+                    "{}\n[lifecycle]\nmin_lifetime = \"1s\"\nsweep_interval = \"200ms\"\n",
+                    opts.extra
+                )
             }
         );
         std::fs::write(&config, text).expect("write config");
@@ -64,7 +67,14 @@ impl Server {
             .expect("admin.token")
             .trim()
             .to_owned();
-        Self { url, data: data.to_owned(), token, child, config, _dir: None }
+        Self {
+            url,
+            data: data.to_owned(),
+            token,
+            child,
+            config,
+            _dir: None,
+        }
     }
 
     /// Kills the process hard, as a crash would.
@@ -85,7 +95,13 @@ impl Server {
         self.admin_as(&self.token, method, path, body)
     }
 
-    pub fn admin_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn admin_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let req = ureq::request(method, &format!("{}{path}", self.url))
             .set("Authorization", &format!("Bearer {token}"));
         respond(match body {
@@ -95,7 +111,13 @@ impl Server {
     }
 
     /// Sends a raw request with the given headers and body.
-    pub fn raw(&self, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> (u16, Value) {
+    pub fn raw(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, Value) {
         let mut req = ureq::request(method, &format!("{}{target}", self.url));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -108,7 +130,11 @@ impl Server {
 
     /// Creates a project, a secret in it, and returns nothing; panics on failure.
     pub fn seed_secret(&self, project: &str, name: &str, value: &str) {
-        let (s, b) = self.admin("POST", "/v1/default/projects", Some(json!({"name": project})));
+        let (s, b) = self.admin(
+            "POST",
+            "/v1/default/projects",
+            Some(json!({"name": project})),
+        );
         assert!(s == 201 || s == 409, "{s} {b}");
         let (s, b) = self.admin(
             "PUT",
@@ -128,12 +154,19 @@ impl Server {
         );
         assert_eq!(s, 201, "{created}");
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        let url = created["bootstrap"]["url"].as_str().expect("url").to_owned();
+        let url = created["bootstrap"]["url"]
+            .as_str()
+            .expect("url")
+            .to_owned();
         let (s, reg) = respond(ureq::post(&url).send_json(json!({
             "public_key": STANDARD.encode(key.verifying_key().to_bytes())
         })));
         assert_eq!(s, 200, "{reg}");
-        Machine { id: reg["machine_id"].as_str().expect("id").to_owned(), key, vault: "default".into() }
+        Machine {
+            id: reg["machine_id"].as_str().expect("id").to_owned(),
+            key,
+            vault: "default".into(),
+        }
     }
 
     /// A registered, approved machine that is a member of `project` and granted `secret`.
@@ -159,7 +192,13 @@ impl Server {
         self.send_signed(method, target, &h, None)
     }
 
-    pub fn send_signed(&self, method: &str, target: &str, h: &Signed, body: Option<&[u8]>) -> (u16, Value) {
+    pub fn send_signed(
+        &self,
+        method: &str,
+        target: &str,
+        h: &Signed,
+        body: Option<&[u8]>,
+    ) -> (u16, Value) {
         let headers = [
             ("X-Machine-Id", h.machine_id.as_str()),
             ("X-Timestamp", h.timestamp.as_str()),
@@ -216,7 +255,9 @@ fn spawn(config: &Path) -> (Child, String) {
         .expect("spawn tempvault");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read listening line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read listening line");
     let url = line
         .trim()
         .strip_prefix("tempvault listening on ")
@@ -236,11 +277,17 @@ pub fn respond(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
         Ok(r) => {
             let status = r.status();
             let text = r.into_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
         }
         Err(ureq::Error::Status(status, r)) => {
             let text = r.into_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
         }
         Err(e) => panic!("transport error: {e}"),
     }
@@ -263,9 +310,19 @@ pub struct Signed {
 
 impl Machine {
     /// Signs per the documented protocol, built here independently of the server's code.
-    pub fn sign(&self, method: &str, target: &str, body: &[u8], timestamp: &str, nonce: &str) -> Signed {
+    pub fn sign(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        timestamp: &str,
+        nonce: &str,
+    ) -> Signed {
         let digest = hex::encode(Sha256::digest(body));
-        let canonical = format!("tempvault-request-v1\n{method}\n{target}\n{}\n{timestamp}\n{nonce}\n{digest}", self.id);
+        let canonical = format!(
+            "tempvault-request-v1\n{method}\n{target}\n{}\n{timestamp}\n{nonce}\n{digest}",
+            self.id
+        );
         let sig = self.key.sign(canonical.as_bytes());
         Signed {
             machine_id: self.id.clone(),
