@@ -19,6 +19,7 @@ pub struct Metrics {
     pub machines: IntGaugeVec,
     pub sweeps: IntCounter,
     pub sweep_seconds: Histogram,
+    pub last_sweep: IntGauge,
     pub expiries: IntCounter,
     pub audit_queue_depth: IntGauge,
     pub audit_batch_size: Histogram,
@@ -104,6 +105,11 @@ impl Metrics {
                 "tempvault_sweep_duration_seconds",
                 "Time one expiry sweep took.",
                 LATENCY_BUCKETS.to_vec(),
+            ),
+            last_sweep: gauge(
+                &r,
+                "tempvault_last_sweep_timestamp_seconds",
+                "Unix time at which the last expiry sweep finished.",
             ),
             expiries: counter(
                 &r,

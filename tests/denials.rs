@@ -83,7 +83,7 @@ fn stale_and_future_timestamps_are_refused() {
 fn the_skew_window_is_configurable_and_inclusive_at_its_edges() {
     let server = Server::start_with(common::Options {
         extra: "[auth]\nskew_seconds = 3\n".into(),
-        listen: None,
+        ..Default::default()
     });
     server.seed_secret("app", "key", "value-1");
     let m = server.ready_machine("app", "key");

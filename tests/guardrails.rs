@@ -32,7 +32,7 @@ fn proxied(extra: &str) -> Options {
         extra: format!(
             "trusted_proxies = [\"127.0.0.1/32\", \"::1/128\", \"10.0.0.0/8\"]\n{extra}"
         ),
-        listen: None,
+        ..Default::default()
     }
 }
 

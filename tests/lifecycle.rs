@@ -47,7 +47,7 @@ fn revert(server: &Server, id: &str, ext: u64) -> (u16, Value) {
 fn with_sweep(interval: &str) -> common::Options {
     common::Options {
         extra: format!("[lifecycle]\nmin_lifetime = \"1s\"\nsweep_interval = \"{interval}\"\n"),
-        listen: None,
+        ..Default::default()
     }
 }
 

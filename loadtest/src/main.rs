@@ -1,1 +1,259 @@
-fn main() {}
+//! `tempvault-loadtest`: drives signed reads at a tempvault server and judges the answers.
+//!
+//! What it measures: throughput, latency percentiles (HdrHistogram; in open-loop mode
+//! measured from each request's intended send time, so coordinated omission is corrected),
+//! status and error-code counts, its own CPU use, and, in the same run, the machine's
+//! `verify_strict` throughput on all cores: the bound a signed-read server cannot beat
+//! without batching.
+//! On what: N temporary machines it sets up itself through the admin API (bootstrap key
+//! registration, approval, membership, grant), one secret, and a scenario mix of valid
+//! reads, replays, forged signatures, expired machines and guardrail denials.
+//! Reproduce: see the README's performance section; every loop here is bounded in count
+//! and time, and targets only the server URL given (use loopback).
+
+mod plan;
+mod report;
+mod setup;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::plan::{Kind, Prepared};
+use crate::report::{Outcome, Report, Tally};
+
+/// Load generator and verdict checker for a tempvault server.
+#[derive(Debug, Parser)]
+#[command(name = "tempvault-loadtest", version)]
+pub struct Args {
+    /// Server base URL; use a loopback address.
+    #[arg(long, default_value = "http://127.0.0.1:8750")]
+    server: String,
+    /// Operator or vault admin token; default: `{data_dir}/admin.token`.
+    #[arg(long, env = "TEMPVAULT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "default")]
+    vault: String,
+    /// Machines to set up for valid reads.
+    #[arg(long, default_value_t = 16)]
+    machines: usize,
+    /// How long to drive load (at most 120 s: pre-signed requests must stay inside the
+    /// server's skew window).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Open loop: requests per second, sent on schedule whatever the answers.
+    #[arg(long, conflicts_with = "concurrency")]
+    rate: Option<u64>,
+    /// Closed loop: this many connections, each sending as soon as the last answer came.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Scenario mix in percent: valid,replay,forged,expired,guardrail.
+    #[arg(long, default_value = "100,0,0,0,0")]
+    mix: String,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "loadtest-report.json")]
+    report: PathBuf,
+    /// Seconds to measure the `verify_strict` bound (0 skips it).
+    #[arg(long, default_value_t = 3)]
+    bound_seconds: u64,
+    /// Most requests to send in the run, whatever the duration.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("loadtest: some verdicts failed");
+            std::process::ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<bool, String> {
+    if args.duration > Duration::from_secs(120) {
+        return Err("--duration is at most 120s".into());
+    }
+    let mix = plan::Mix::parse(&args.mix)?;
+    let admin = setup::Admin::new(args)?;
+    eprintln!("setting up {} machines ...", args.machines);
+    let fleet = setup::fleet(&admin, args.machines, &mix)?;
+
+    let started_cpu = report::cpu_seconds();
+    let expected = match args.rate {
+        Some(rate) => (rate as f64 * args.duration.as_secs_f64()) as usize,
+        None => args.max_requests.min(estimate_closed_loop(args)),
+    };
+    eprintln!("pre-signing {expected} requests ...");
+    let prepared = plan::prepare(&fleet, &mix, expected.min(args.max_requests))?;
+    let sign_cpu = report::cpu_seconds() - started_cpu;
+    // Taken after the replay seeds were sent, so the deltas count only the run.
+    let before = admin.metrics()?;
+
+    eprintln!("driving load for {:?} ...", args.duration);
+    let run_cpu_start = report::cpu_seconds();
+    let (tally, elapsed) = drive(args, prepared);
+    let run_cpu = report::cpu_seconds() - run_cpu_start;
+
+    // Let the audit writer drain, then compare the server's own counts.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = admin.metrics()?;
+    let bound = (args.bound_seconds > 0)
+        .then(|| report::verify_bound(Duration::from_secs(args.bound_seconds)));
+
+    let report = Report::build(
+        args, &tally, elapsed, run_cpu, sign_cpu, bound, &before, &after,
+    );
+    report.print();
+    let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&args.report, json)
+        .map_err(|e| format!("cannot write {}: {e}", args.report.display()))?;
+    eprintln!("report written to {}", args.report.display());
+    Ok(report.all_verdicts_pass())
+}
+
+/// Closed loop has no schedule; pre-sign enough for a fast server and stop when used up.
+fn estimate_closed_loop(args: &Args) -> usize {
+    (40_000.0 * args.duration.as_secs_f64()) as usize
+}
+
+/// Sends the prepared requests, open or closed loop, until time or requests run out.
+fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
+    let threads = match args.rate {
+        Some(_) => args.concurrency.max(8),
+        None => args.concurrency,
+    };
+    let queue = Arc::new(Mutex::new(prepared.into_iter()));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let agent = ureq::AgentBuilder::new()
+        .max_idle_connections_per_host(threads)
+        .timeout(Duration::from_secs(10))
+        .build();
+    let start = Instant::now();
+    let deadline = start + args.duration;
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(1) as f64));
+
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (queue, tally, stop, sent, agent) = (
+                queue.clone(),
+                tally.clone(),
+                stop.clone(),
+                sent.clone(),
+                agent.clone(),
+            );
+            let server = args.server.clone();
+            std::thread::spawn(move || {
+                let mut local = Tally::default();
+                loop {
+                    if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                        break;
+                    }
+                    let Some(req) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                        break;
+                    };
+                    let n = sent.fetch_add(1, Ordering::Relaxed);
+                    // Open loop: each request has its slot; latency counts from the slot.
+                    let intended = match interval {
+                        Some(iv) => {
+                            let slot = start + iv.mul_f64(n as f64);
+                            if slot >= deadline {
+                                break;
+                            }
+                            let now = Instant::now();
+                            if slot > now {
+                                std::thread::sleep(slot - now);
+                            }
+                            slot
+                        }
+                        None => Instant::now(),
+                    };
+                    let outcome = send(&agent, &server, &req);
+                    local.record(req.kind, &outcome, intended.elapsed());
+                }
+                if let Ok(mut t) = tally.lock() {
+                    t.merge(local);
+                }
+            })
+        })
+        .collect();
+
+    let progress = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = sent.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {:>5.1}s  sent {now:>8}  {:>7} req/s",
+                    start.elapsed().as_secs_f64(),
+                    now - last
+                );
+                last = now;
+            }
+        })
+    };
+    for w in workers {
+        let _ = w.join();
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    let tally = Arc::try_unwrap(tally)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_default();
+    (tally, elapsed)
+}
+
+fn send(agent: &ureq::Agent, server: &str, req: &Prepared) -> Outcome {
+    let mut r = agent.get(&format!("{server}{}", req.target));
+    for (k, v) in req.headers.iter() {
+        r = r.set(k, v);
+    }
+    match r.call() {
+        Ok(resp) => Outcome {
+            status: resp.status(),
+            code: String::new(),
+        },
+        Err(ureq::Error::Status(status, resp)) => {
+            let body: serde_json::Value = resp.into_json().unwrap_or_default();
+            Outcome {
+                status,
+                code: body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            }
+        }
+        Err(e) => Outcome {
+            status: 0,
+            code: format!("transport: {}", e.kind()),
+        },
+    }
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Valid => "valid",
+            Kind::Replay => "replay",
+            Kind::Forged => "forged",
+            Kind::Expired => "expired",
+            Kind::Guardrail => "guardrail",
+        }
+    }
+}

@@ -301,7 +301,8 @@ async fn list_projects(
     Ok(HttpResponse::Ok().json(json!({"projects": engine.vaults.projects(&vault)?})))
 }
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: the value must never reach a log line.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     value: String,

@@ -121,5 +121,6 @@ pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> usize {
         .metrics
         .sweep_seconds
         .observe(started.elapsed().as_secs_f64());
+    engine.metrics.last_sweep.set(Utc::now().timestamp());
     marked
 }

@@ -31,6 +31,14 @@ pub struct Server {
 pub struct Options {
     pub extra: String,
     pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn with_data_dir(mut self, dir: PathBuf) -> Self {
+        self.data_dir = Some(dir);
+        self
+    }
 }
 
 impl Server {
@@ -41,7 +49,10 @@ impl Server {
 
     pub fn start_with(opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
+        let data = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut s = Self::launch(&data, &opts, dir.path().join("tempvault.toml"));
         s._dir = Some(dir);
         s
