@@ -47,9 +47,10 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Open loop: requests per second, sent on schedule whatever the answers.
-    #[arg(long, conflicts_with = "concurrency")]
+    #[arg(long)]
     rate: Option<u64>,
     /// Closed loop: this many connections, each sending as soon as the last answer came.
+    /// Open loop: this many sender threads (at least 8) sharing the schedule.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Scenario mix in percent: valid,replay,forged,expired,guardrail.

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Reproduces the README load-test figures. Bounded: three runs of 10 s against loopback.
+# One run: durable and async audit, closed loop, then open loop at half the durable peak.
+set -eu
+BIN="$(cd "$(dirname "$0")/.." && pwd)/target/debug"
+run_server() { # $1 durability, $2 dir
+    rm -rf "$2"; mkdir -p "$2"
+    cat > "$2/tv.toml" <<T
+listen = "127.0.0.1:18750"
+data_dir = "$2/data"
+[lifecycle]
+min_lifetime = "1s"
+[audit]
+durability = "$1"
+T
+    TEMPVAULT_LOG=warn $BIN/tempvault serve --config "$2/tv.toml" > "$2/server.out" 2> "$2/server.err" &
+    echo $! > "$2/pid"
+    for i in $(seq 50); do grep -q listening "$2/server.out" 2>/dev/null && break; sleep 0.2; done
+    sleep 1.2
+}
+stop_server() { kill "$(cat "$1/pid")"; sleep 0.5; }
+lt() { $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir "$1/data" "$@"; }
+
+run_server sync /tmp/lt/sync
+$BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/sync/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 3 --report /tmp/lt/sync.json > /tmp/lt/sync.txt 2>/tmp/lt/sync.progress || true
+stop_server /tmp/lt/sync
+
+run_server async /tmp/lt/async
+$BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/async/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 0 --report /tmp/lt/async.json > /tmp/lt/async.txt 2>/tmp/lt/async.progress || true
+stop_server /tmp/lt/async
+
+peak=$(python3 -c "import json;print(int(json.load(open('/tmp/lt/sync.json'))['throughput_rps']/2))")
+run_server sync /tmp/lt/open
+$BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/open/data --machines 16 --duration 10s --rate $peak --concurrency 32 --mix 100,0,0,0,0 --bound-seconds 0 --report /tmp/lt/open.json > /tmp/lt/open.txt 2>/tmp/lt/open.progress || true
+stop_server /tmp/lt/open
