@@ -7,6 +7,11 @@
 //! Data: the flat-layout country database that `.ci/fetch-geo` puts in `target/test-geo`.
 //! Reproduce: `.ci/fetch-geo && cargo bench --bench guardrails`; the README reports the ratio.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a bench with a broken setup should stop at once"
+)]
+
 use std::net::IpAddr;
 
 use chrono::Utc;

@@ -7,6 +7,11 @@
 //! Data: synthetic, generated at start.
 //! Reproduce: `cargo bench --profile dev --bench hot_path`; the README reports the figures.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a bench with a broken setup should stop at once"
+)]
+
 use std::sync::Arc;
 
 use chrono::Utc;

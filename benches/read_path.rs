@@ -8,6 +8,11 @@
 //! Data: one machine, one 32-byte secret in a RocksDB store in a temporary directory.
 //! Reproduce: `cargo bench --bench read_path`; the README reports the ratio of the two means.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a bench with a broken setup should stop at once"
+)]
+
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;

@@ -7,6 +7,11 @@
 //! future (100 and 100 000 machines on record), in RocksDB in a temporary directory.
 //! Reproduce: `cargo bench --bench sweep`; the README reports the ratio of the two means.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a bench with a broken setup should stop at once"
+)]
+
 use chrono::{TimeDelta, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tempvault::domain::MachineId;

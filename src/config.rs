@@ -76,10 +76,22 @@ pub struct GeoConfig {
     pub database: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     pub durability: Durability,
+    /// The window of the per-machine limit on failed-authentication events (20 per window).
+    #[serde(deserialize_with = "human_duration")]
+    pub failed_auth_window: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            failed_auth_window: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -270,11 +282,15 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         assert!(toml::from_str::<Config>("[lifecycle]\nmin_lifetime = \"soon\"").is_err());
-        let mut c = Config::default();
-        c.trusted_proxies = vec!["10.0.0.0/40".into()];
-        assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.public_url = "http://x'; rm -rf /".into();
-        assert!(c.validate().is_err());
+        let bad_proxy = Config {
+            trusted_proxies: vec!["10.0.0.0/40".into()],
+            ..Config::default()
+        };
+        assert!(bad_proxy.validate().is_err());
+        let bad_url = Config {
+            public_url: "http://x'; rm -rf /".into(),
+            ..Config::default()
+        };
+        assert!(bad_url.validate().is_err());
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +15,8 @@ use crate::nonce::NonceCache;
 use crate::storage::Store;
 use crate::vaults::Vaults;
 
-/// Failed authentications recorded per machine per minute; the rest are only counted.
+/// Failed authentications recorded per machine per window (a minute by default); the rest
+/// are counted and summarised.
 pub const FAILED_AUTH_EVENTS_PER_MINUTE: u32 = 20;
 
 /// Everything a request handler needs, shared by all workers.
@@ -67,6 +67,7 @@ impl Engine {
     ) -> Result<Self, crate::config::ConfigError> {
         let trusted_proxies = config.trusted_proxies()?;
         let summary_log = audit.clone();
+        let window = config.audit.failed_auth_window;
         // When a machine's minute ends, the events the limit dropped are summarised in one.
         let summarise = move |machine: Arc<MachineId>, entry: Arc<FailedAuth>, _| {
             let seen = entry.count.load(Ordering::Relaxed);
@@ -88,14 +89,16 @@ impl Engine {
                 source_ip: None,
                 country: None,
                 request_id: uuid::Uuid::new_v4().simple().to_string(),
-                detail: Some(serde_json::json!({"dropped": dropped, "window_seconds": 60})),
+                detail: Some(
+                    serde_json::json!({"dropped": dropped, "window_seconds": window.as_secs()}),
+                ),
             });
         };
         Ok(Self {
             nonces: NonceCache::new(config.auth.skew_seconds),
             failed_auth: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
+                .time_to_live(window)
                 .eviction_listener(summarise)
                 .build(),
             config,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::Outcome;
-use crate::domain::VaultName;
+use crate::audit::{NewEvent, Outcome};
+use crate::domain::{MachineId, VaultName};
 use crate::engine::{Engine, RequestMeta};
 use crate::guardrails::{Denial, Source};
 use crate::machines::{Lifecycle, MachineSnapshot};
@@ -93,7 +93,11 @@ impl From<VaultError> for ReadError {
 
 impl From<crate::storage::StoreError> for ReadError {
     fn from(e: crate::storage::StoreError) -> Self {
-        ReadError::Internal(e.to_string())
+        match e {
+            // The store is being reopened after a failed audit write: fail closed, briefly.
+            crate::storage::StoreError::Unavailable => ReadError::AuditUnavailable,
+            other => ReadError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -112,6 +116,31 @@ pub struct MachineRequest<'a> {
 impl MachineRequest<'_> {
     fn ip(&self) -> IpAddr {
         self.meta.source_ip
+    }
+
+    /// The audit event of this request by `machine`; callers add the secret and country.
+    fn event(
+        &self,
+        machine: MachineId,
+        action: &'static str,
+        outcome: Outcome,
+        reason: Option<&'static str>,
+        now: DateTime<Utc>,
+    ) -> NewEvent {
+        NewEvent {
+            time: now,
+            vault: self.vault.clone(),
+            machine: Some(machine),
+            actor: format!("machine:{machine}"),
+            action,
+            secret: None,
+            outcome,
+            reason,
+            source_ip: Some(self.meta.source_ip.to_string()),
+            country: None,
+            request_id: self.meta.request_id.clone(),
+            detail: None,
+        }
     }
 }
 
@@ -132,18 +161,9 @@ impl Engine {
             Ok(_) => (Outcome::Allowed, None),
             Err(e) => (Outcome::Denied, Some(e.code())),
         };
-        let event = self.event(
-            &req.meta,
-            req.vault,
-            Some(snapshot.id),
-            format!("machine:{}", snapshot.id),
-            "secret.read",
-            Some(format!("{project}/{name}")),
-            outcome,
-            reason,
-            source.looked_up_country().map(|c| c.to_string()),
-            now,
-        );
+        let mut event = req.event(snapshot.id, "secret.read", outcome, reason, now);
+        event.secret = Some(format!("{project}/{name}"));
+        event.country = source.looked_up_country().map(|c| c.to_string());
         match result {
             Ok(value) => {
                 self.audit
@@ -163,18 +183,7 @@ impl Engine {
     pub async fn whoami(&self, req: MachineRequest<'_>) -> Result<Arc<MachineSnapshot>, ReadError> {
         let now = Utc::now();
         let snapshot = self.authenticate(&req, now, "machine.whoami").await?;
-        let event = self.event(
-            &req.meta,
-            req.vault,
-            Some(snapshot.id),
-            format!("machine:{}", snapshot.id),
-            "machine.whoami",
-            None,
-            Outcome::Allowed,
-            None,
-            None,
-            now,
-        );
+        let event = req.event(snapshot.id, "machine.whoami", Outcome::Allowed, None, now);
         self.audit
             .record(event)
             .await
@@ -196,18 +205,7 @@ impl Engine {
             return Ok(snapshot);
         };
         // A verified machine's refusals are audited as durably as its reads.
-        let event = self.event(
-            &req.meta,
-            req.vault,
-            Some(snapshot.id),
-            format!("machine:{}", snapshot.id),
-            action,
-            None,
-            Outcome::Denied,
-            Some(err.code()),
-            None,
-            now,
-        );
+        let event = req.event(snapshot.id, action, Outcome::Denied, Some(err.code()), now);
         let _ = self.audit.record(event).await;
         Err(err)
     }
@@ -228,18 +226,7 @@ impl Engine {
             .filter(|s| &s.vault == req.vault);
         let failed = |err: ReadError| {
             if let Some(s) = &snapshot {
-                let event = self.event(
-                    &req.meta,
-                    req.vault,
-                    Some(s.id),
-                    format!("machine:{}", s.id),
-                    action,
-                    None,
-                    Outcome::Failed,
-                    Some(err.code()),
-                    None,
-                    now,
-                );
+                let event = req.event(s.id, action, Outcome::Failed, Some(err.code()), now);
                 self.record_failed_auth(event, s.id);
             }
             err

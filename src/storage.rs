@@ -6,8 +6,11 @@
 
 pub mod sealing;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 
 use rocksdb::{
     ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -87,6 +90,8 @@ pub enum StoreError {
     },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the store is being reopened after a write failure")]
+    Unavailable,
     #[error("column family {0} is missing")]
     MissingCf(&'static str),
 }
@@ -111,31 +116,60 @@ pub fn prefix(parts: &[&str]) -> Vec<u8> {
 }
 
 /// The RocksDB database with its column families.
+///
+/// The database sits behind an atomic pointer so that it can be closed and opened again in
+/// place ([`Store::reopen`]): after a failed write-ahead-log write RocksDB refuses every
+/// further write until it is reopened, and that is how the server gets back on its feet
+/// once the disk has room again.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<DB>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: ArcSwapOption<DB>,
+    path: PathBuf,
+    reopen: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.db.path())
+            .field("path", &self.inner.path)
             .finish()
     }
 }
 
+fn open_read_write(path: &Path) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let cfs = Cf::ALL
+        .iter()
+        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
+}
+
+fn handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(cf.name())
+        .ok_or(StoreError::MissingCf(cf.name()))
+}
+
 impl Store {
+    fn wrap(db: DB, path: &Path) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db: ArcSwapOption::from_pointee(db),
+                path: path.to_owned(),
+                reopen: Mutex::new(()),
+            }),
+        }
+    }
+
     /// Opens or creates the database at `path` with every column family.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = Cf::ALL
-            .iter()
-            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self::wrap(open_read_write(path)?, path))
     }
 
     /// Opens an existing database read-only, for offline checks of a stopped server's data.
@@ -143,28 +177,54 @@ impl Store {
         let opts = Options::default();
         let names = Cf::ALL.iter().map(|cf| cf.name());
         let db = DB::open_cf_for_read_only(&opts, path, names, false)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self::wrap(db, path))
     }
 
-    fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(cf.name())
-            .ok_or(StoreError::MissingCf(cf.name()))
+    fn db(&self) -> Result<Arc<DB>, StoreError> {
+        self.inner.db.load_full().ok_or(StoreError::Unavailable)
+    }
+
+    /// Closes the database and opens it again, which clears RocksDB's stop-all-writes state
+    /// after a failed write. Operations in between fail with [`StoreError::Unavailable`];
+    /// if opening fails (the disk is still full), they keep failing until a later call
+    /// succeeds.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.inner.reopen.lock();
+        if let Some(old) = self.inner.db.swap(None) {
+            // RocksDB allows one open handle per directory: wait for operations in flight
+            // to let go of the old one.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if Arc::strong_count(&old) > 1 {
+                self.inner.db.store(Some(old));
+                return Err(StoreError::Unavailable);
+            }
+            drop(old);
+        }
+        let db = open_read_write(&self.inner.path)?;
+        self.inner.db.store(Some(Arc::new(db)));
+        Ok(())
     }
 
     pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(cf)?, key)?)
+        let db = self.db()?;
+        Ok(db.get_cf(handle(&db, cf)?, key)?)
     }
 
     pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self.db.get_pinned_cf(self.cf(cf)?, key)? else {
+        let db = self.db()?;
+        let Some(bytes) = db.get_pinned_cf(handle(&db, cf)?, key)? else {
             return Ok(None);
         };
         decode(cf, &bytes).map(Some)
     }
 
     pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.db.get_pinned_cf(self.cf(cf)?, key)?.is_some())
+        let db = self.db()?;
+        let found = db.get_pinned_cf(handle(&db, cf)?, key)?.is_some();
+        Ok(found)
     }
 
     /// A new empty batch of writes.
@@ -197,9 +257,11 @@ impl Store {
     where
         F: FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(cf)?, IteratorMode::From(start, Direction::Forward));
+        let db = self.db()?;
+        let iter = db.iterator_cf(
+            handle(&db, cf)?,
+            IteratorMode::From(start, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if !visit(&k, &v)? {
@@ -211,8 +273,10 @@ impl Store {
 
     /// The last key in a column family, if any.
     pub fn last_key(&self, cf: Cf) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut iter = self.db.iterator_cf(self.cf(cf)?, IteratorMode::End);
-        Ok(iter.next().transpose()?.map(|(k, _)| k.to_vec()))
+        let db = self.db()?;
+        let mut iter = db.iterator_cf(handle(&db, cf)?, IteratorMode::End);
+        let last = iter.next().transpose()?.map(|(k, _)| k.to_vec());
+        Ok(last)
     }
 }
 
@@ -240,12 +304,14 @@ impl Batch<'_> {
     }
 
     pub fn put_raw(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.inner.put_cf(self.store.cf(cf)?, key, value);
+        let db = self.store.db()?;
+        self.inner.put_cf(handle(&db, cf)?, key, value);
         Ok(())
     }
 
     pub fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
-        self.inner.delete_cf(self.store.cf(cf)?, key);
+        let db = self.store.db()?;
+        self.inner.delete_cf(handle(&db, cf)?, key);
         Ok(())
     }
 
@@ -261,7 +327,7 @@ impl Batch<'_> {
     pub fn commit(self, sync: bool) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        self.store.db.write_opt(self.inner, &opts)?;
+        self.store.db()?.write_opt(self.inner, &opts)?;
         Ok(())
     }
 }

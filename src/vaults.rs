@@ -171,6 +171,7 @@ impl Vaults {
     }
 
     /// Writes a new version of a secret, sealed, and returns its number.
+    #[expect(clippy::too_many_arguments, reason = "one per part of a secret write")]
     pub fn put_secret(
         &self,
         vault: &VaultName,

@@ -1,5 +1,10 @@
 //! Machine actors under supervision: a crashed actor is restarted from the stored state.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 use chrono::{TimeDelta, Utc};
 use tempvault::bootstrap::{new_token, BootstrapRecord};
 use tempvault::domain::{MachineId, ProjectName, SecretName, VaultName};

@@ -1,6 +1,11 @@
 //! The audit trail: durable before the response, hash-chained, paged stably, and
 //! tamper-evident under `tempvault audit verify`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -225,6 +230,41 @@ fn failed_authentications_are_rate_limited_per_machine_and_counted() {
         metrics.contains("tempvault_audit_rate_limited_total 30"),
         "{metrics}"
     );
+}
+
+#[test]
+fn dropped_failures_are_summarised_in_one_event_when_the_window_ends() {
+    let server = Server::start_with(common::Options {
+        extra: "[audit]\nfailed_auth_window = \"2s\"\n".into(),
+        ..Default::default()
+    });
+    server.seed_secret("app", "key", "v");
+    let m = server.ready_machine("app", "key");
+    let forger = common::Machine {
+        id: m.id.clone(),
+        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        vault: "default".into(),
+    };
+    for _ in 0..25 {
+        assert_eq!(server.signed(&forger, "GET", TARGET).0, 401);
+    }
+    let summarised = common::eventually(Duration::from_secs(6), || {
+        server
+            .audit_of(&m.id)
+            .iter()
+            .any(|e| e["action"] == "auth.failures_dropped")
+    });
+    assert!(summarised, "no summary event");
+    let events = server.audit_of(&m.id);
+    let summary = events
+        .iter()
+        .find(|e| e["action"] == "auth.failures_dropped")
+        .unwrap();
+    // 25 failures inside one window (if the loop spilled into a second window, the first
+    // summary covers fewer): at least one dropped, never more than 5.
+    let dropped = summary["detail"]["dropped"].as_u64().unwrap();
+    assert!((1..=5).contains(&dropped), "{summary}");
+    assert_eq!(summary["actor"], "system");
 }
 
 #[test]

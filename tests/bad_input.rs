@@ -1,6 +1,11 @@
 //! Bad input gets a 4xx with a stable code and a message that says what is wrong; never a
 //! 5xx, never a crash.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 mod common;
 
 use base64::Engine as _;

@@ -1,5 +1,10 @@
 //! Every way a machine request is refused, each with its stable code.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 mod common;
 
 use common::{code, nonce, now, Server};
@@ -335,4 +340,32 @@ fn admin_calls_without_a_valid_token_are_refused() {
     }
     let (status, body) = server.raw("GET", "/v1/default/machines", &[], None);
     assert_eq!((status, code(&body)), (401, "unauthorized"));
+}
+
+#[test]
+fn the_same_signed_request_sent_on_many_connections_at_once_succeeds_exactly_once() {
+    let (server, m) = setup();
+    let h = m.sign("GET", TARGET, b"", &now().to_string(), &nonce());
+    let barrier = std::sync::Barrier::new(16);
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let (status, body) = server.send_signed("GET", TARGET, &h, None);
+                    (status, code(&body).to_owned())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|(s, _)| *s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .filter(|(s, _)| *s != 200)
+        .all(|(s, c)| *s == 401 && c == "nonce_replayed"));
 }

@@ -4,6 +4,11 @@
 //!
 //! The country tests read databases that `.ci/fetch-geo` downloads into `target/test-geo`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 mod common;
 
 use std::path::PathBuf;

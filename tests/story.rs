@@ -2,6 +2,11 @@
 //! a temporary machine; the printed bootstrap command runs on the "host" (real `sh`, `curl`
 //! and `openssl`); the admin approves, adds and grants; the host reads the secret.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -77,21 +82,7 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
     assert!(String::from_utf8_lossy(&pending.stderr).contains("machine_pending"));
 
     // The admin approves, adds it to the project and grants the secret, with the CLI.
-    let admin = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("admin")
-            .args(args)
-            .env("TEMPVAULT_ADDR", &server.url)
-            .env("TEMPVAULT_TOKEN", &server.token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let admin = |args: &[&str]| server.cli_ok(args);
     admin(&["machine", "approve", &machine_id]);
     admin(&["machine", "add-project", &machine_id, "payments"]);
     let shown = admin(&["machine", "grant", &machine_id, "payments/db-password"]);
@@ -272,4 +263,147 @@ fn everything_survives_a_restart_and_old_requests_cannot_be_replayed() {
     );
     let (_, shown) = server.admin("GET", &format!("/v1/default/machines/{}", m.id), None);
     assert_eq!(shown["state"], "active");
+}
+
+#[test]
+fn the_walk_through_with_a_machine_that_expires_part_way() {
+    let server = Server::start();
+    server.seed_secret("payments", "db-password", "s3cr3t-value");
+    let admin = |args: &[&str]| server.cli_ok(args);
+    let created: serde_json::Value = serde_json::from_str(&admin(&[
+        "--json",
+        "machine",
+        "create-temporary",
+        "incident-box",
+        "--lifetime",
+        "6s",
+    ]))
+    .unwrap();
+    let id = created["machine"]["id"].as_str().unwrap().to_owned();
+    let host = tempfile::tempdir().unwrap();
+    let home = host.path().join("tv");
+    let out = bootstrap_host(&home, created["bootstrap"]["command"].as_str().unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    admin(&["machine", "approve", &id]);
+    admin(&["machine", "add-project", &id, "payments"]);
+    admin(&["machine", "grant", &id, "payments/db-password"]);
+
+    let read = || {
+        Command::new(BIN)
+            .args(["read", "payments/db-password"])
+            .env("TEMPVAULT_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let ok = read();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8(ok.stdout).unwrap(), "s3cr3t-value");
+
+    // The machine's time runs out during the walk-through; nobody revokes anything.
+    let expires: chrono::DateTime<chrono::Utc> = created["machine"]["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    while chrono::Utc::now() < expires {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let refused = read();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("machine_expired"));
+
+    // The sweep marks it (stored state, and a machine.expired event), and the history and
+    // audit trail stay.
+    let marked = common::eventually(std::time::Duration::from_secs(5), || {
+        let shown: serde_json::Value =
+            serde_json::from_str(&admin(&["--json", "machine", "show", &id])).unwrap();
+        shown["stored_state"] == "expired"
+    });
+    assert!(marked, "the sweep did not mark the machine");
+    assert!(admin(&["machine", "list", "--state", "expired"]).contains(&id));
+    let shown = admin(&["machine", "show", &id]);
+    assert!(
+        shown.contains("expired") && shown.contains("time left:") && shown.contains("none"),
+        "{shown}"
+    );
+    let audit_has_expiry = common::eventually(std::time::Duration::from_secs(3), || {
+        admin(&["machine", "audit", &id]).contains("machine.expired")
+    });
+    assert!(audit_has_expiry);
+    let audit = admin(&["machine", "audit", &id]);
+    for action in [
+        "machine.created",
+        "machine.registered",
+        "secret.read",
+        "machine.expired",
+    ] {
+        assert!(audit.contains(action), "{action} missing in\n{audit}");
+    }
+    let report = admin(&["machine", "access-report", &id]);
+    assert!(report.contains("payments/db-password"), "{report}");
+}
+
+/// The shell client printed in the README's wire-protocol section, run as written: proof
+/// that the documented protocol is enough to write a client.
+#[test]
+fn the_readme_shell_client_reads_a_secret() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme
+        .split("A minimal client in shell")
+        .nth(1)
+        .expect("README section");
+    let snippet = after
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("sh block");
+
+    let server = Server::start();
+    server.seed_secret("payments", "db-password", "from-the-readme");
+    let (_, created) = server.admin(
+        "POST",
+        "/v1/default/machines/temporary",
+        Some(json!({"name": "readme", "lifetime": {"hours": 1}})),
+    );
+    let host = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", created["bootstrap"]["command"].as_str().unwrap()])
+        .env("HOME", host.path())
+        .env_remove("TEMPVAULT_HOME")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let m = common::Machine {
+        id: id.clone(),
+        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        vault: "default".into(),
+    };
+    server.approve_and_grant(&m, "payments", "db-password");
+
+    let out = Command::new("sh")
+        .args(["-c", snippet])
+        .env("HOME", host.path())
+        .current_dir(host.path())
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains(r#""value":"from-the-readme""#),
+        "{body}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -55,6 +55,7 @@ impl AuditLog {
             rx,
             next_seq: seq + 1,
             head,
+            broken_since: None,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -124,7 +125,13 @@ struct Writer {
     rx: mpsc::UnboundedReceiver<Pending>,
     next_seq: u64,
     head: String,
+    /// Set by a failed write: when the store was last found broken. The writer then
+    /// reopens the store, at most every [`REOPEN_EVERY`], before writing again.
+    broken_since: Option<Instant>,
 }
+
+/// How often a broken store is reopened while writes keep failing.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Writer {
     fn run(mut self) {
@@ -140,7 +147,46 @@ impl Writer {
         }
     }
 
+    /// Reopens a store that failed a write, and picks the chain up from what is really
+    /// on disk. Returns whether the store is usable.
+    fn recover(&mut self) -> bool {
+        let Some(since) = self.broken_since else {
+            return true;
+        };
+        if since.elapsed() < REOPEN_EVERY {
+            return false;
+        }
+        let reopened = self.store.reopen().and_then(|()| chain_head(&self.store));
+        match reopened {
+            Ok((seq, head)) => {
+                tracing::warn!(audit.seq = seq, "audit store reopened; writing again");
+                self.next_seq = seq + 1;
+                self.head = head;
+                self.broken_since = None;
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "audit store still cannot be reopened");
+                self.broken_since = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    fn fail(&self, batch: &mut Vec<Pending>) {
+        self.metrics.audit_write_failures.inc();
+        for p in batch.drain(..) {
+            if let Some(ack) = p.ack {
+                let _ = ack.send(Err(AuditUnavailable));
+            }
+        }
+    }
+
     fn flush(&mut self, batch: &mut Vec<Pending>) {
+        if !self.recover() {
+            self.fail(batch);
+            return;
+        }
         let started = Instant::now();
         let mut head = self.head.clone();
         let mut events = Vec::with_capacity(batch.len());
@@ -167,13 +213,9 @@ impl Writer {
                 }
             }
             Err(err) => {
-                self.metrics.audit_write_failures.inc();
                 tracing::error!(error = %err, events = events.len(), "audit batch not written; requests fail closed");
-                for p in batch.drain(..) {
-                    if let Some(ack) = p.ack {
-                        let _ = ack.send(Err(AuditUnavailable));
-                    }
-                }
+                self.broken_since = Some(Instant::now());
+                self.fail(batch);
             }
         }
     }

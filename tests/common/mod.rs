@@ -219,6 +219,28 @@ impl Server {
         self.raw(method, target, &headers, body)
     }
 
+    /// Runs `tempvault admin ARGS` against this server with the operator token.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .arg("admin")
+            .args(args)
+            .env("TEMPVAULT_ADDR", &self.url)
+            .env("TEMPVAULT_TOKEN", &self.token)
+            .output()
+            .expect("run tempvault admin")
+    }
+
+    /// Like [`Server::cli`], asserting success and returning standard output.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
     pub fn metrics(&self) -> String {
         ureq::get(&format!("{}/metrics", self.url))
             .call()

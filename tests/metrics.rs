@@ -1,0 +1,65 @@
+//! `/metrics` after a small, known run: exact exposition lines for the counts it can
+//! predict, and no unbounded label values.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking; helpers outside #[test] too"
+)]
+
+mod common;
+
+use common::{nonce, now, Server};
+
+#[test]
+fn metrics_show_exactly_the_requests_that_were_made() {
+    let server = Server::start();
+    server.seed_secret("app", "key", "v");
+    server.seed_secret("app", "other", "v");
+    let m = server.ready_machine("app", "key");
+    let target = "/v1/default/secrets/app/key";
+
+    for _ in 0..3 {
+        assert_eq!(server.signed(&m, "GET", target).0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            server.signed(&m, "GET", "/v1/default/secrets/app/other").0,
+            403
+        );
+    }
+    let h = m.sign("GET", target, b"", &now().to_string(), &nonce());
+    assert_eq!(server.send_signed("GET", target, &h, None).0, 200);
+    assert_eq!(server.send_signed("GET", target, &h, None).0, 401);
+    let forger = common::Machine {
+        id: m.id.clone(),
+        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
+        vault: "default".into(),
+    };
+    assert_eq!(server.signed(&forger, "GET", target).0, 401);
+
+    let text = server.metrics();
+    for line in [
+        r#"tempvault_reads_total{outcome="allowed",reason="none"} 4"#,
+        r#"tempvault_reads_total{outcome="denied",reason="secret_not_granted"} 2"#,
+        r#"tempvault_reads_total{outcome="denied",reason="nonce_replayed"} 1"#,
+        r#"tempvault_reads_total{outcome="failed",reason="authentication_failed"} 1"#,
+        r#"tempvault_signature_verifications_total{result="valid"} 7"#,
+        r#"tempvault_signature_verifications_total{result="invalid"} 1"#,
+        r#"tempvault_read_duration_seconds_count 8"#,
+        r#"tempvault_machines{state="active"} 1"#,
+        r#"tempvault_http_requests_total{route="/v1/{vault}/secrets/{project}/{name}",status="200"} 4"#,
+        r#"tempvault_http_requests_total{route="/v1/{vault}/secrets/{project}/{name}",status="403"} 2"#,
+        r#"tempvault_http_requests_total{route="/v1/{vault}/secrets/{project}/{name}",status="401"} 2"#,
+        r#"tempvault_actor_restarts_total 0"#,
+        r#"tempvault_audit_write_failures_total 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing line {line}\n{text}"
+        );
+    }
+    // Labels never carry a machine id, nonce, vault name or concrete path.
+    assert!(!text.contains(&m.id));
+    assert!(!text.contains(&h.nonce));
+    assert!(!text.contains("/v1/default/"));
+}
