@@ -206,11 +206,7 @@ fn failed_authentications_are_rate_limited_per_machine_and_counted() {
     let server = Server::start();
     server.seed_secret("app", "key", "v");
     let m = server.ready_machine("app", "key");
-    let forger = common::Machine {
-        id: m.id.clone(),
-        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        vault: "default".into(),
-    };
+    let forger = m.forger();
     for _ in 0..50 {
         assert_eq!(server.signed(&forger, "GET", TARGET).0, 401);
     }
@@ -240,11 +236,7 @@ fn dropped_failures_are_summarised_in_one_event_when_the_window_ends() {
     });
     server.seed_secret("app", "key", "v");
     let m = server.ready_machine("app", "key");
-    let forger = common::Machine {
-        id: m.id.clone(),
-        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        vault: "default".into(),
-    };
+    let forger = m.forger();
     for _ in 0..25 {
         assert_eq!(server.signed(&forger, "GET", TARGET).0, 401);
     }

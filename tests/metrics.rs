@@ -30,11 +30,7 @@ fn metrics_show_exactly_the_requests_that_were_made() {
     let h = m.sign("GET", target, b"", &now().to_string(), &nonce());
     assert_eq!(server.send_signed("GET", target, &h, None).0, 200);
     assert_eq!(server.send_signed("GET", target, &h, None).0, 401);
-    let forger = common::Machine {
-        id: m.id.clone(),
-        key: ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-        vault: "default".into(),
-    };
+    let forger = m.forger();
     assert_eq!(server.signed(&forger, "GET", target).0, 401);
 
     let text = server.metrics();

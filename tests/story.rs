@@ -156,11 +156,7 @@ fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {
 #[test]
 fn a_bootstrap_token_works_once_and_a_bad_one_gets_a_failing_script() {
     let server = Server::start();
-    let (_, created) = server.admin(
-        "POST",
-        "/v1/default/machines/temporary",
-        Some(json!({"name": "once", "lifetime": {"hours": 2}})),
-    );
+    let created = server.create_temporary("once", json!({"hours": 2}));
     let command = created["bootstrap"]["command"].as_str().unwrap().to_owned();
     let host = tempfile::tempdir().unwrap();
     let first = bootstrap_host(&host.path().join("a"), &command);
@@ -197,11 +193,7 @@ fn a_bootstrap_token_works_once_and_a_bad_one_gets_a_failing_script() {
 #[test]
 fn weak_and_malformed_public_keys_are_refused() {
     let server = Server::start();
-    let (_, created) = server.admin(
-        "POST",
-        "/v1/default/machines/temporary",
-        Some(json!({"name": "weak", "lifetime": {"hours": 2}})),
-    );
+    let created = server.create_temporary("weak", json!({"hours": 2}));
     let url = created["bootstrap"]["url"].as_str().unwrap();
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
@@ -369,11 +361,7 @@ fn the_readme_shell_client_reads_a_secret() {
 
     let server = Server::start();
     server.seed_secret("payments", "db-password", "from-the-readme");
-    let (_, created) = server.admin(
-        "POST",
-        "/v1/default/machines/temporary",
-        Some(json!({"name": "readme", "lifetime": {"hours": 1}})),
-    );
+    let created = server.create_temporary("readme", json!({"hours": 1}));
     let host = tempfile::tempdir().unwrap();
     let out = Command::new("sh")
         .args(["-c", created["bootstrap"]["command"].as_str().unwrap()])

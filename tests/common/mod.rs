@@ -155,6 +155,18 @@ impl Server {
         assert_eq!(s, 200, "{b}");
     }
 
+    /// Creates a temporary machine named `name` and returns the answer (machine and
+    /// bootstrap), asserting it was created.
+    pub fn create_temporary(&self, name: &str, lifetime: Value) -> Value {
+        let (status, body) = self.admin(
+            "POST",
+            "/v1/default/machines/temporary",
+            Some(json!({"name": name, "lifetime": lifetime})),
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
     /// Creates a temporary machine and registers a fresh key for it through the bootstrap
     /// endpoint, the way the script does. Returns the machine, still pending.
     pub fn register_machine(&self, lifetime: Value) -> Machine {
@@ -342,6 +354,15 @@ pub struct Signed {
 }
 
 impl Machine {
+    /// Someone claiming this machine's id, signing with a key of their own.
+    pub fn forger(&self) -> Machine {
+        Machine {
+            id: self.id.clone(),
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+            vault: self.vault.clone(),
+        }
+    }
+
     /// Signs per the documented protocol, built here independently of the server's code.
     pub fn sign(
         &self,
@@ -390,6 +411,11 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// The error message of an error response.
+pub fn message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or("")
 }
 
 /// The error code of an error response.
