@@ -32,6 +32,8 @@ pub struct Options {
     pub extra: String,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Log filter and file for the server's standard error (default: `warn`, inherited).
+    pub log: Option<(String, PathBuf)>,
 }
 
 impl Options {
@@ -73,7 +75,7 @@ impl Server {
             }
         );
         std::fs::write(&config, text).expect("write config");
-        let (child, url) = spawn(&config);
+        let (child, url) = spawn(&config, opts.log.as_ref());
         let token = std::fs::read_to_string(data.join("admin.token"))
             .expect("admin.token")
             .trim()
@@ -97,7 +99,7 @@ impl Server {
     /// Kills and starts again on the same data directory and configuration.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, url) = spawn(&self.config);
+        let (child, url) = spawn(&self.config, None);
         self.child = child;
         self.url = url;
     }
@@ -287,15 +289,22 @@ impl Drop for Server {
 }
 
 /// Starts the binary and waits for its "listening" line.
-fn spawn(config: &Path) -> (Child, String) {
+fn spawn(config: &Path, log: Option<&(String, PathBuf)>) -> (Child, String) {
+    let (filter, stderr) = match log {
+        Some((filter, path)) => (
+            filter.as_str(),
+            Stdio::from(std::fs::File::create(path).expect("log file")),
+        ),
+        None => ("warn", Stdio::inherit()),
+    };
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
-        .env("TEMPVAULT_LOG", "warn")
+        .env("TEMPVAULT_LOG", filter)
         .env_remove("TEMPVAULT_LISTEN")
         .env_remove("TEMPVAULT_DATA_DIR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn tempvault");
     let stdout = child.stdout.take().expect("stdout");
