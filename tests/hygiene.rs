@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Options, Server};
 use serde_json::json;
 
@@ -26,17 +24,7 @@ fn no_secret_or_token_reaches_the_log_the_metrics_or_an_error_body() {
     let created = server.create_temporary("hygiene", json!({"hours": 1}));
     let token = created["bootstrap"]["token"].as_str().unwrap().to_owned();
     let home = dir.path().join("host");
-    let out = Command::new("sh")
-        .args(["-c", created["bootstrap"]["command"].as_str().unwrap()])
-        .env("TEMPVAULT_HOME", &home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let id = common::bootstrap_ok(&home, created["bootstrap"]["command"].as_str().unwrap());
     let pem = std::fs::read_to_string(home.join("machine.key")).unwrap();
     let key_body = pem.lines().nth(1).unwrap().to_owned();
     let key = {

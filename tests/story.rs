@@ -12,16 +12,8 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::{code, Server, BIN};
+use common::{bootstrap_host, code, Server, BIN};
 use serde_json::json;
-
-fn bootstrap_host(home: &std::path::Path, command: &str) -> std::process::Output {
-    Command::new("sh")
-        .args(["-c", command])
-        .env("TEMPVAULT_HOME", home)
-        .output()
-        .expect("run sh")
-}
 
 #[test]
 fn a_bootstrapped_and_approved_machine_reads_its_granted_secret() {

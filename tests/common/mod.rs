@@ -288,6 +288,29 @@ impl Drop for Server {
     }
 }
 
+/// Runs a printed bootstrap command with `sh` on a "host" whose identity lives in `home`.
+pub fn bootstrap_host(home: &Path, command: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", command])
+        .env("TEMPVAULT_HOME", home)
+        .output()
+        .expect("run sh")
+}
+
+/// Like [`bootstrap_host`], asserting success; returns the machine id the script printed.
+pub fn bootstrap_ok(home: &Path, command: &str) -> String {
+    let out = bootstrap_host(home, command);
+    assert!(
+        out.status.success(),
+        "bootstrap failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
 /// Starts the binary and waits for its "listening" line.
 fn spawn(config: &Path, log: Option<&(String, PathBuf)>) -> (Child, String) {
     let (filter, stderr) = match log {
