@@ -88,15 +88,6 @@ impl Identity {
         })
     }
 
-    pub fn from_parts(server: String, vault: String, machine_id: String, key: SigningKey) -> Self {
-        Self {
-            server,
-            vault,
-            machine_id,
-            key,
-        }
-    }
-
     /// The four authentication headers for a request, signed now with a fresh nonce.
     pub fn sign(&self, method: &str, target: &str, body: &[u8]) -> SignedHeaders {
         let timestamp = chrono::Utc::now().timestamp().to_string();

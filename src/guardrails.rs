@@ -109,14 +109,6 @@ impl Guardrails {
         })
     }
 
-    /// Guardrails with only an IP allowlist, as the vault-wide setting is.
-    pub fn ip_only(list: IpAllowlist) -> Self {
-        Self {
-            ips: Some(list),
-            ..Self::default()
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty() && self.ips.is_none() && self.countries.is_none()
     }

@@ -84,12 +84,6 @@ impl GeoDb {
         }
     }
 
-    /// Whether a readable database is in force right now.
-    pub fn is_loaded(&self) -> bool {
-        self.refresh();
-        self.reader.load().is_some()
-    }
-
     /// The country of `ip`, or `None` when there is no database, the address is not in it,
     /// or its record names no country. Both the GeoIP2 layout (`country.iso_code`) and the
     /// flat layout (`country_code`) are read.

@@ -3,6 +3,7 @@
 //! No bearer token here: the bootstrap token in the URL is the credential. Neither the
 //! token nor anything derived from it is logged.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -68,28 +69,26 @@ async fn script(
     let (vault, token) = path.into_inner();
     let windows = query.os.as_deref() == Some("windows");
     let usable = usable_token(&engine, &vault, &token)?;
-    let (status, body) = match (usable, windows) {
-        (Some((_, record)), false) => {
+    let (status, body) = match usable {
+        Some((_, record)) => {
             let (url, _) = bootstrap::command(&engine.public_url, &record.vault, &token);
+            let render = if windows {
+                bootstrap::ps_script
+            } else {
+                bootstrap::sh_script
+            };
             (
-                actix_web::http::StatusCode::OK,
-                bootstrap::sh_script(&engine.public_url, &record.vault, &url),
+                StatusCode::OK,
+                render(&engine.public_url, &record.vault, &url),
             )
         }
-        (Some((_, record)), true) => {
-            let (url, _) = bootstrap::command(&engine.public_url, &record.vault, &token);
-            (
-                actix_web::http::StatusCode::OK,
-                bootstrap::ps_script(&engine.public_url, &record.vault, &url),
-            )
-        }
-        (None, false) => (
-            actix_web::http::StatusCode::NOT_FOUND,
-            bootstrap::sh_error_script().to_owned(),
-        ),
-        (None, true) => (
-            actix_web::http::StatusCode::NOT_FOUND,
+        None if windows => (
+            StatusCode::NOT_FOUND,
             bootstrap::ps_error_script().to_owned(),
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            bootstrap::sh_error_script().to_owned(),
         ),
     };
     let content_type = if windows {
@@ -112,7 +111,7 @@ async fn register(
     let (vault, token) = path.into_inner();
     let Some((token_key, record)) = usable_token(&engine, &vault, &token)? else {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::NOT_FOUND,
+            StatusCode::NOT_FOUND,
             "bootstrap_token_invalid",
             "this bootstrap token is unknown, already used or expired",
         ));
@@ -152,14 +151,14 @@ async fn register(
 fn parse_public_key(text: &str) -> Result<[u8; 32], ApiError> {
     let bytes = STANDARD.decode(text.trim()).map_err(|_| {
         ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
             "invalid_public_key",
             "public_key must be standard base64",
         )
     })?;
     bytes.try_into().map_err(|_| {
         ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
             "invalid_public_key",
             "public_key must be the 32 raw bytes of an Ed25519 public key",
         )

@@ -189,8 +189,4 @@ impl Machines {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
 }
