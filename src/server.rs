@@ -40,6 +40,8 @@ pub enum StartError {
     Store(#[from] crate::storage::StoreError),
     #[error("cannot create the first vault: {0}")]
     Vault(#[from] crate::vaults::VaultError),
+    #[error("built-in vault name: {0}")]
+    Name(#[from] crate::domain::NameError),
     #[error("cannot write the operator token file {path}: {source}")]
     TokenFile {
         path: String,
@@ -143,10 +145,7 @@ fn first_start(
     if vaults.any()? {
         return Ok(());
     }
-    let default = VaultName::parse("default").map_err(|e| StartError::DataDir {
-        path: e.to_string(),
-        source: std::io::Error::other("invalid built-in vault name"),
-    })?;
+    let default = VaultName::parse("default")?;
     vaults.create(default)?;
     let token = tokens::issue(store, Scope::Operator)?;
     let path = data_dir.join("admin.token");
