@@ -20,11 +20,15 @@ use base64::Engine as _;
 use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ed25519_dalek::{Signer, SigningKey};
+use futures_util::FutureExt as _;
 use tempvault::client::sign_with;
 use tempvault::domain::{MachineId, ProjectName, SecretName, VaultName};
 use tempvault::machines::{Grant, MachineRecord, MachineSnapshot, MachineState};
+use tempvault::metrics::Metrics;
 use tempvault::nonce::NonceCache;
-use tempvault::protocol::{body_digest, canonical_request, check_skew, verify, AuthHeaders};
+use tempvault::protocol::{
+    body_digest, canonical_request, check_skew, verify, AuthHeaders, SignatureVerifier,
+};
 use tempvault::storage::{Sealer, Store};
 use tempvault::vaults::Vaults;
 
@@ -86,6 +90,7 @@ fn bench(c: &mut Criterion) {
     let snapshots = dashmap::DashMap::new();
     snapshots.insert(record.id, snapshot);
     let nonces = NonceCache::new(60);
+    let verifier = SignatureVerifier::new(1, Metrics::new().verify_batch_size);
     let target = "/v1/default/secrets/app/db";
     let ts = Utc::now().timestamp().to_string();
 
@@ -123,13 +128,17 @@ fn bench(c: &mut Criterion) {
             let now = Utc::now().timestamp();
             check_skew(headers.timestamp, now, 60, 0).unwrap();
             let snap = snapshots.get(&headers.machine_id).unwrap().clone();
+            // Alone, as a lone request is served: verified at once, no batch to wait for.
             let verified = verify(
-                snap.key.as_ref().unwrap(),
+                &verifier,
+                snap.key.unwrap(),
                 headers,
                 "GET",
                 target,
                 &body_digest(b""),
             )
+            .now_or_never()
+            .flatten()
             .unwrap();
             // The pool wraps around after 50 000 iterations; a reused nonce is then refused,
             // which costs the same as accepting it.

@@ -31,6 +31,8 @@ pub enum ConfigError {
     TrustedProxies(String),
     #[error("auth.skew_seconds must be between 1 and 3600")]
     Skew,
+    #[error("auth.max_verify_batch must be between 1 (no batching) and 1024")]
+    VerifyBatch,
     #[error("lifecycle.min_lifetime must be at least 1 second")]
     MinLifetime,
     #[error("lifecycle.sweep_interval must be between 100ms and 1 minute")]
@@ -58,6 +60,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub skew_seconds: u64,
+    /// Most signatures of concurrent requests verified together; 1 turns batching off.
+    pub max_verify_batch: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,7 +138,10 @@ impl Default for Config {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { skew_seconds: 60 }
+        Self {
+            skew_seconds: 60,
+            max_verify_batch: 64,
+        }
     }
 }
 
@@ -210,6 +217,9 @@ impl Config {
         self.trusted_proxies()?;
         if !(1..=3600).contains(&self.auth.skew_seconds) {
             return Err(ConfigError::Skew);
+        }
+        if !(1..=1024).contains(&self.auth.max_verify_batch) {
+            return Err(ConfigError::VerifyBatch);
         }
         if self.lifecycle.min_lifetime < Duration::from_secs(1) {
             return Err(ConfigError::MinLifetime);

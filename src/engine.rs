@@ -12,6 +12,7 @@ use crate::guardrails::{GeoDb, IpAllowlist};
 use crate::machines::Machines;
 use crate::metrics::Metrics;
 use crate::nonce::NonceCache;
+use crate::protocol::SignatureVerifier;
 use crate::storage::Store;
 use crate::vaults::Vaults;
 
@@ -31,6 +32,8 @@ pub struct Engine {
     pub nonces: NonceCache,
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// Checks machine signatures, in batches across concurrent requests.
+    pub verifier: SignatureVerifier,
     pub geo: GeoDb,
     pub trusted_proxies: IpAllowlist,
     /// Unix second the process started; requests signed at or before it are refused.
@@ -96,6 +99,10 @@ impl Engine {
         };
         Ok(Self {
             nonces: NonceCache::new(config.auth.skew_seconds),
+            verifier: SignatureVerifier::new(
+                config.auth.max_verify_batch,
+                metrics.verify_batch_size.clone(),
+            ),
             failed_auth: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(window)

@@ -34,9 +34,10 @@ pub fn configure(engine: Arc<Engine>) -> impl Fn(&mut web::ServiceConfig) + Clon
             )
             .app_data(web::PathConfig::default().error_handler(errors::path_error))
             .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+            // Signed reads are most of the traffic: their routes are tried first.
+            .configure(machine::routes)
             .configure(ops::routes)
             .configure(bootstrap::routes)
-            .configure(machine::routes)
             .configure(admin::routes);
     }
 }

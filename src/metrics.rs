@@ -15,6 +15,7 @@ pub struct Metrics {
     pub reads: IntCounterVec,
     pub read_seconds: Histogram,
     pub signature_verifications: IntCounterVec,
+    pub verify_batch_size: Histogram,
     pub nonce_entries: IntGauge,
     pub machines: IntGaugeVec,
     pub sweeps: IntCounter,
@@ -92,6 +93,12 @@ impl Metrics {
                 "tempvault_signature_verifications_total",
                 "Ed25519 signature verifications by result.",
                 &["result"],
+            ),
+            verify_batch_size: histogram(
+                &r,
+                "tempvault_signature_batch_size",
+                "Signatures of concurrent machine requests verified together.",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
             ),
             nonce_entries: gauge(
                 &r,

@@ -7,11 +7,15 @@
 //! checks come after, and only a [`Verified`] request, which only [`verify`] can make, may
 //! reach them.
 
+mod batch;
 mod canonical;
 mod headers;
+mod verifier;
 mod verify;
 
+pub use batch::{verify_each, Candidate, Checked};
 pub use canonical::{body_digest, canonical_request, BodyDigest, CANONICAL_PREFIX};
 pub use headers::{AuthHeaders, HeaderError, Nonce, HEADER_MACHINE_ID, HEADER_NONCE};
 pub use headers::{HEADER_SIGNATURE, HEADER_TIMESTAMP};
+pub use verifier::SignatureVerifier;
 pub use verify::{check_skew, verify, SkewError, Verified};

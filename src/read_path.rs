@@ -200,7 +200,7 @@ impl Engine {
         now: DateTime<Utc>,
         action: &'static str,
     ) -> Result<Arc<MachineSnapshot>, ReadError> {
-        let (snapshot, verified) = self.verify_request(req, now, action)?;
+        let (snapshot, verified) = self.verify_request(req, now, action).await?;
         let Err(err) = self.admit(&snapshot, &verified, now) else {
             return Ok(snapshot);
         };
@@ -212,7 +212,7 @@ impl Engine {
 
     /// Steps 1 to 3: headers, timestamp, machine and signature. Failures that name a real
     /// machine of this vault are audited, under the per-machine rate limit.
-    fn verify_request(
+    async fn verify_request(
         &self,
         req: &MachineRequest<'_>,
         now: DateTime<Utc>,
@@ -239,7 +239,16 @@ impl Engine {
             return Err(failed(ReadError::AuthenticationFailed));
         };
         let digest = body_digest(req.body);
-        let Some(verified) = verify(&key, headers, req.method, req.target, &digest) else {
+        let verified = verify(
+            &self.verifier,
+            key,
+            headers,
+            req.method,
+            req.target,
+            &digest,
+        )
+        .await;
+        let Some(verified) = verified else {
             self.metrics
                 .signature_verifications
                 .with_label_values(&["invalid"])

@@ -2,6 +2,7 @@ use ed25519_dalek::VerifyingKey;
 
 use super::canonical::{canonical_request, BodyDigest};
 use super::headers::{AuthHeaders, Nonce};
+use super::verifier::SignatureVerifier;
 use crate::domain::MachineId;
 
 /// Why a timestamp is outside the accepted window.
@@ -54,12 +55,14 @@ impl Verified {
 }
 
 /// Verifies the request's signature with strict Ed25519 semantics (RFC 8032 with the
-/// small-order and non-canonical checks of `verify_strict`).
+/// small-order and non-canonical checks of `verify_strict`), in a batch with concurrent
+/// requests when `verifier` batches.
 ///
 /// Returns `None` on any failure; callers answer it exactly as they answer an unknown
 /// machine, so that the two cannot be told apart.
-pub fn verify(
-    key: &VerifyingKey,
+pub async fn verify(
+    verifier: &SignatureVerifier,
+    key: VerifyingKey,
     headers: AuthHeaders,
     method: &str,
     target: &str,
@@ -73,7 +76,9 @@ pub fn verify(
         headers.nonce.as_str(),
         body,
     );
-    key.verify_strict(&message, &headers.signature).ok()?;
+    if !verifier.verify(key, message, headers.signature).await {
+        return None;
+    }
     Some(Verified {
         machine_id: headers.machine_id,
         timestamp: headers.timestamp,

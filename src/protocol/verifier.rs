@@ -1,0 +1,232 @@
+//! Gathering the signatures of concurrent requests into batches, on each request worker.
+//!
+//! Each HTTP worker is a single-threaded runtime serving many connections. A request that
+//! reaches signature verification puts its signature into its worker's queue. If the queue
+//! was empty, that request leads: it yields to the runtime, so that every other request
+//! the worker can make progress on gets to add its signature too, then takes the whole queue,
+//! checks it with [`verify_each`] and hands every request its answer. A request alone on its
+//! worker is not delayed beyond two passes of the scheduler (nothing else is ready, so the
+//! runtime comes straight back to it); under load, the batch is whatever arrived while the last batch was
+//! being checked, so batches grow with the load and no timer is involved.
+//!
+//! Verification stays on the worker that received the request: no thread hop, and the other
+//! workers keep their own batches.
+
+use std::cell::RefCell;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use prometheus::Histogram;
+use tokio::sync::oneshot;
+
+use super::batch::{verify_each, Candidate};
+
+/// One request's signature, waiting for its batch.
+struct Job {
+    key: VerifyingKey,
+    message: Vec<u8>,
+    signature: Signature,
+    answer: oneshot::Sender<bool>,
+}
+
+thread_local! {
+    static QUEUE: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Signature verification for the read path: batched across concurrent requests, or one by
+/// one when batching is turned off.
+#[derive(Debug, Clone)]
+pub struct SignatureVerifier {
+    max_batch: usize,
+    batch_size: Histogram,
+}
+
+impl SignatureVerifier {
+    /// `max_batch` of 1 turns batching off: every signature is checked on its own, at once.
+    pub fn new(max_batch: usize, batch_size: Histogram) -> Self {
+        Self {
+            max_batch: max_batch.max(1),
+            batch_size,
+        }
+    }
+
+    /// Whether `signature` over `message` holds under `key`, with `verify_strict`'s answer.
+    pub async fn verify(&self, key: VerifyingKey, message: Vec<u8>, signature: Signature) -> bool {
+        if self.max_batch == 1 {
+            self.batch_size.observe(1.0);
+            return key.verify_strict(&message, &signature).is_ok();
+        }
+        let (answer, answered) = oneshot::channel();
+        let leads = QUEUE.with(|queue| {
+            let mut queue = queue.borrow_mut();
+            queue.push(Job {
+                key,
+                message,
+                signature,
+                answer,
+            });
+            queue.len() == 1
+        });
+        if leads {
+            // The guard checks the queue when dropped, so the requests waiting in it are
+            // answered even if this request is cancelled (its client went away) mid-yield.
+            let lead = Lead(self);
+            self.gather().await;
+            drop(lead);
+        }
+        // A dropped sender means the job was lost, which `Lead` does not allow: fail closed.
+        answered.await.unwrap_or(false)
+    }
+
+    /// Lets the worker run every other request it has ready, so that they queue behind this
+    /// one. The first yield can come back before tasks woken by the same poll of the sockets
+    /// have run, so the leader yields at least twice, then again for as long as each round
+    /// brings new signatures (up to a batch).
+    async fn gather(&self) {
+        let queued = || QUEUE.with(|queue| queue.borrow().len());
+        tokio::task::yield_now().await;
+        let mut seen = queued();
+        loop {
+            tokio::task::yield_now().await;
+            let now = queued();
+            if now == seen || now >= self.max_batch {
+                return;
+            }
+            seen = now;
+        }
+    }
+
+    /// Checks everything queued on this worker, in batches of at most `max_batch`.
+    fn run_queue(&self) {
+        let jobs = QUEUE.with(|queue| std::mem::take(&mut *queue.borrow_mut()));
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let batch: Vec<Job> = jobs.by_ref().take(self.max_batch).collect();
+            self.batch_size.observe(batch.len() as f64);
+            let candidates: Vec<Candidate<'_>> = batch
+                .iter()
+                .map(|job| Candidate {
+                    key: &job.key,
+                    message: &job.message,
+                    signature: &job.signature,
+                })
+                .collect();
+            let checked = verify_each(&candidates);
+            for (job, valid) in batch.into_iter().zip(checked.valid) {
+                // The request may have gone away; its answer is then of no use to anyone.
+                let _ = job.answer.send(valid);
+            }
+        }
+    }
+}
+
+/// Held by the request that leads a batch; checks the queue when dropped.
+struct Lead<'a>(&'a SignatureVerifier);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.0.run_queue();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::{Signer, SigningKey};
+    use prometheus::HistogramOpts;
+
+    use super::*;
+
+    fn verifier(max_batch: usize) -> SignatureVerifier {
+        let histogram = Histogram::with_opts(
+            HistogramOpts::new("t", "t").buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0]),
+        )
+        .unwrap();
+        SignatureVerifier::new(max_batch, histogram)
+    }
+
+    fn job(seed: u8, valid: bool) -> (VerifyingKey, Vec<u8>, Signature) {
+        let key = SigningKey::from_bytes(&[seed; 32]);
+        let message = format!("request {seed}").into_bytes();
+        let signature = key.sign(&message);
+        let message = if valid { message } else { b"forged".to_vec() };
+        (key.verifying_key(), message, signature)
+    }
+
+    /// Runs `n` verifications concurrently on one single-threaded runtime, as a worker would.
+    fn run_concurrently(v: &SignatureVerifier, valid: &[bool]) -> Vec<bool> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let handles: Vec<_> = valid
+                .iter()
+                .enumerate()
+                .map(|(i, ok)| {
+                    let (k, m, s) = job(i as u8 + 1, *ok);
+                    let v = v.clone();
+                    tokio::task::spawn_local(async move { v.verify(k, m, s).await })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for h in handles {
+                answers.push(h.await.unwrap());
+            }
+            answers
+        })
+    }
+
+    #[test]
+    fn concurrent_requests_share_a_batch_and_keep_their_own_answers() {
+        let v = verifier(64);
+        let valid = [true, false, true, true, false, true, true, true];
+        assert_eq!(run_concurrently(&v, &valid), valid);
+        let h = v.batch_size.clone();
+        assert_eq!(h.get_sample_count(), 1, "all eight went in one batch");
+        assert_eq!(h.get_sample_sum(), 8.0);
+    }
+
+    #[test]
+    fn batches_are_capped() {
+        let v = verifier(3);
+        let valid = [true; 7];
+        assert_eq!(run_concurrently(&v, &valid), valid);
+        assert_eq!(v.batch_size.get_sample_count(), 3, "3 + 3 + 1");
+    }
+
+    #[test]
+    fn a_lone_request_is_answered_without_company() {
+        let v = verifier(64);
+        assert_eq!(run_concurrently(&v, &[true]), [true]);
+        assert_eq!(run_concurrently(&v, &[false]), [false]);
+        assert_eq!(v.batch_size.get_sample_sum(), 2.0);
+    }
+
+    #[test]
+    fn with_batching_off_each_is_checked_alone() {
+        let v = verifier(1);
+        let valid = [true, false, true];
+        assert_eq!(run_concurrently(&v, &valid), valid);
+        assert_eq!(v.batch_size.get_sample_count(), 3);
+    }
+
+    #[test]
+    fn a_cancelled_leader_still_answers_the_requests_behind_it() {
+        use std::future::Future;
+        use std::task::{Context, Poll};
+
+        let v = verifier(64);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let (k, m, s) = job(1, true);
+        let mut leader = Box::pin(v.verify(k, m, s));
+        assert!(
+            leader.as_mut().poll(&mut cx).is_pending(),
+            "queued, yielding"
+        );
+        let (k, m, s) = job(2, true);
+        let mut follower = Box::pin(v.verify(k, m, s));
+        assert!(follower.as_mut().poll(&mut cx).is_pending(), "waiting");
+        drop(leader);
+        assert_eq!(follower.as_mut().poll(&mut cx), Poll::Ready(true));
+        assert_eq!(v.batch_size.get_sample_sum(), 2.0, "both in the batch");
+    }
+}
