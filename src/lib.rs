@@ -6,19 +6,18 @@
 //! Each machine is an actor ([`machines`]) owning its state; everything durable lives in
 //! RocksDB ([`storage`]).
 
+pub use tempvault_core::{domain, guardrails, protocol};
+
 pub mod audit;
 pub mod bootstrap;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod domain;
 pub mod engine;
-pub mod guardrails;
 pub mod http;
 pub mod machines;
 pub mod metrics;
 pub mod nonce;
-pub mod protocol;
 pub mod read_path;
 pub mod server;
 pub mod storage;
