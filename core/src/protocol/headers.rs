@@ -29,7 +29,7 @@ pub enum HeaderError {
     NotAscii(&'static str),
     #[error("X-Machine-Id is not a lower-case hyphenated UUID")]
     MachineId,
-    #[error("X-Timestamp must be Unix seconds as plain decimal digits")]
+    #[error("X-Timestamp must be Unix seconds as plain decimal digits, with no leading zero")]
     Timestamp,
     #[error("X-Nonce must be 16 to 64 characters of [A-Za-z0-9_-]")]
     Nonce,
@@ -118,8 +118,9 @@ fn display_name(lower: &'static str) -> &'static str {
 }
 
 fn parse_timestamp(s: &str) -> Result<i64, HeaderError> {
+    // One spelling per instant: no sign, no leading zero.
     let plain_digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !plain_digits || s.len() > TIMESTAMP_MAX_DIGITS {
+    if !plain_digits || s.len() > TIMESTAMP_MAX_DIGITS || (s.len() > 1 && s.starts_with('0')) {
         return Err(HeaderError::Timestamp);
     }
     s.parse().map_err(|_| HeaderError::Timestamp)
@@ -229,6 +230,8 @@ mod tests {
             "17e8",
             " 1712170800",
             "9999999999999",
+            "01712170800",
+            "00",
         ] {
             assert_eq!(
                 with(HEADER_TIMESTAMP, bad).unwrap_err(),
