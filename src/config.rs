@@ -33,6 +33,8 @@ pub enum ConfigError {
     Skew,
     #[error("auth.max_verify_batch must be between 1 (no batching) and 1024")]
     VerifyBatch,
+    #[error("limits.{0} must be {1}")]
+    Limit(&'static str, &'static str),
     #[error("lifecycle.min_lifetime must be at least 1 second")]
     MinLifetime,
     #[error("lifecycle.sweep_interval must be between 100ms and 1 minute")]
@@ -117,6 +119,19 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// Open connections each worker serves at once; past it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections_per_worker: usize,
+    /// Time a client has to send a request's headers after connecting (or after the last
+    /// response on a kept-alive connection); past it the connection gets 408 and is closed.
+    #[serde(deserialize_with = "human_duration")]
+    pub request_header_timeout: Duration,
+    /// How long an idle kept-alive connection stays open.
+    #[serde(deserialize_with = "human_duration")]
+    pub keep_alive: Duration,
+    /// Time allowed to finish a connection's shutdown once the server is done with it.
+    #[serde(deserialize_with = "human_duration")]
+    pub disconnect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -154,6 +169,44 @@ impl Default for LifecycleConfig {
     }
 }
 
+impl LimitsConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let secs = |d: Duration| d.as_secs_f64();
+        let rules: [(bool, &'static str, &'static str); 6] = [
+            (self.max_body_bytes >= 1024, "max_body_bytes", "at least 1024"),
+            (
+                (1024..=1024 * 1024).contains(&self.max_header_bytes),
+                "max_header_bytes",
+                "between 1024 and 1048576",
+            ),
+            (
+                self.max_connections_per_worker >= 1,
+                "max_connections_per_worker",
+                "at least 1",
+            ),
+            (
+                (0.1..=300.0).contains(&secs(self.request_header_timeout)),
+                "request_header_timeout",
+                "between 100ms and 5m",
+            ),
+            (
+                secs(self.keep_alive) <= 3600.0,
+                "keep_alive",
+                "at most 1h (0s turns keep-alive off)",
+            ),
+            (
+                secs(self.disconnect_timeout) <= 60.0,
+                "disconnect_timeout",
+                "at most 1m",
+            ),
+        ];
+        match rules.into_iter().find(|(ok, _, _)| !ok) {
+            Some((_, key, rule)) => Err(ConfigError::Limit(key, rule)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -161,6 +214,10 @@ impl Default for LimitsConfig {
             max_secret_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             workers: 0,
+            max_connections_per_worker: 10_000,
+            request_header_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(30),
+            disconnect_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -221,6 +278,7 @@ impl Config {
         if !(1..=1024).contains(&self.auth.max_verify_batch) {
             return Err(ConfigError::VerifyBatch);
         }
+        self.limits.check()?;
         if self.lifecycle.min_lifetime < Duration::from_secs(1) {
             return Err(ConfigError::MinLifetime);
         }

@@ -123,9 +123,17 @@ async fn serve(config: Config) -> Result<(), StartError> {
     spawn_housekeeping(engine.clone());
 
     let app_engine = engine.clone();
+    let limits = &engine.config.limits;
+    let keep_alive = match limits.keep_alive {
+        d if d.is_zero() => actix_web::http::KeepAlive::Disabled,
+        d => actix_web::http::KeepAlive::Timeout(d),
+    };
     let server = HttpServer::new(move || crate::http::app(app_engine.clone()))
         .workers(workers)
-        .client_request_timeout(Duration::from_secs(10))
+        .max_connections(limits.max_connections_per_worker)
+        .client_request_timeout(limits.request_header_timeout)
+        .client_disconnect_timeout(limits.disconnect_timeout)
+        .keep_alive(keep_alive)
         .listen(listener)?
         .run();
     tracing::info!(listen = %bound, "tempvault listening");
