@@ -41,9 +41,9 @@ pub struct NewToken {
 
 /// Makes a new random token.
 pub fn new_token() -> NewToken {
-    let mut raw = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut raw);
-    let token = URL_SAFE_NO_PAD.encode(raw);
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(raw.as_mut());
+    let token = URL_SAFE_NO_PAD.encode(raw.as_ref());
     let key = token_key(&token);
     NewToken { token, key }
 }
