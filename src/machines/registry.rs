@@ -46,15 +46,19 @@ impl MachineHandle {
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    fn addr(&self) -> Option<Addr<MachineActor>> {
-        self.addr.lock().clone()
+    /// Whether the machine's actor has been started.
+    pub fn has_actor(&self) -> bool {
+        self.addr.lock().is_some()
     }
 }
 
 /// Every machine the server knows, by id, with its actor.
 ///
-/// Actors run on a small pool of arbiters (threads) of their own, so that their synced
-/// writes never block a request worker.
+/// A machine's actor is started the first time a change is sent to it, from the stored
+/// record; until then only its snapshot is in memory. A server with a million registered
+/// machines, few of which change on any one day, thus holds a million snapshots and a
+/// handful of actors. Actors run on a small pool of arbiters (threads) of their own, so that
+/// their synced writes never block a request worker.
 #[derive(Debug)]
 pub struct Machines {
     map: DashMap<MachineId, Arc<MachineHandle>>,
@@ -76,7 +80,7 @@ impl Machines {
         }
     }
 
-    /// Starts an actor for every stored machine. Returns how many there are.
+    /// Publishes the snapshot of every stored machine. Returns how many there are.
     pub fn load_all(&self) -> Result<usize, StoreError> {
         let mut n = 0;
         self.store.for_each_from(Cf::Machines, &[], |_, value| {
@@ -85,32 +89,50 @@ impl Machines {
                     cf: Cf::Machines.name(),
                     source,
                 })?;
-            self.spawn(record);
+            self.register(&record);
             n += 1;
             Ok(true)
         })?;
         Ok(n)
     }
 
-    /// Starts the actor of a machine whose record is already stored.
-    pub fn spawn(&self, record: MachineRecord) -> Arc<MachineHandle> {
-        let id = record.id;
+    /// Publishes the snapshot of a machine whose record is already stored.
+    fn register(&self, record: &MachineRecord) -> Arc<MachineHandle> {
         self.metrics
             .machines
             .with_label_values(&[record.state.as_str()])
             .inc();
         let handle = Arc::new(MachineHandle {
-            snapshot: ArcSwap::from_pointee(MachineSnapshot::from_record(&record)),
+            snapshot: ArcSwap::from_pointee(MachineSnapshot::from_record(record)),
             addr: Mutex::new(None),
         });
+        self.map.insert(record.id, handle.clone());
+        handle
+    }
+
+    /// The address of a machine's actor, starting it from the stored record if it is not
+    /// running yet. The handle's lock makes sure there is only ever one.
+    fn actor(&self, handle: &Arc<MachineHandle>) -> Result<Addr<MachineActor>, MachineError> {
+        let mut addr = handle.addr.lock();
+        if let Some(addr) = addr.as_ref() {
+            return Ok(addr.clone());
+        }
+        let (vault, id) = {
+            let snapshot = handle.snapshot();
+            (snapshot.vault.clone(), snapshot.id)
+        };
+        let record: MachineRecord = self
+            .store
+            .get(Cf::Machines, &machine_key(&vault, id))
+            .map_err(|_| MachineError::Unavailable)?
+            .ok_or(MachineError::Unavailable)?;
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len().max(1);
         let (store, metrics, h) = (self.store.clone(), self.metrics.clone(), handle.clone());
-        let addr = Supervisor::start_in_arbiter(&self.arbiters[i], move |_| {
+        let started = Supervisor::start_in_arbiter(&self.arbiters[i], move |_| {
             MachineActor::new(record, h, store, metrics)
         });
-        *handle.addr.lock() = Some(addr);
-        self.map.insert(id, handle.clone());
-        handle
+        *addr = Some(started.clone());
+        Ok(started)
     }
 
     /// Stores a new machine with its bootstrap token in one synced write, then starts its
@@ -132,7 +154,7 @@ impl Machines {
         }
         batch.put(Cf::Bootstrap, token_key, token)?;
         batch.commit(true)?;
-        self.spawn(record);
+        self.register(&record);
         Ok(())
     }
 
@@ -147,10 +169,8 @@ impl Machines {
         id: MachineId,
         cmd: Command,
     ) -> Result<MachineRecord, MachineError> {
-        let addr = self
-            .get(id)
-            .and_then(|h| h.addr())
-            .ok_or(MachineError::Unavailable)?;
+        let handle = self.get(id).ok_or(MachineError::Unavailable)?;
+        let addr = self.actor(&handle)?;
         addr.send(cmd)
             .await
             .map_err(|_| MachineError::Unavailable)?
