@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
             None,
             "bench".into(),
             1 << 16,
+            None,
         )
         .unwrap();
 

@@ -12,7 +12,7 @@ mod registry;
 mod snapshot;
 pub mod sweeper;
 
-pub use actor::{Command, MachineActor, MachineError};
+pub use actor::{Audited, Command, MachineActor, MachineError};
 pub use record::{Disabled, Extension, Grant, MachineRecord, MachineState, Revert};
 pub use registry::{expiry_key, machine_key, MachineHandle, Machines};
 pub use snapshot::{Lifecycle, MachineSnapshot};

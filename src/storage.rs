@@ -140,8 +140,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Memory all column families' write buffers (memtables) may use together before RocksDB
+/// flushes the largest; keeps the resident set flat under a steady stream of audit events.
+const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
+
 fn open_read_write(path: &Path) -> Result<DB, StoreError> {
     let mut opts = Options::default();
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -280,6 +285,36 @@ impl Store {
     }
 }
 
+/// Writes gathered to be applied later, together with something else (an audit event)
+/// in one atomic batch. Unlike [`Batch`], they can be sent to another thread.
+#[derive(Debug, Default)]
+pub struct Writes(Vec<WriteOp>);
+
+#[derive(Debug)]
+enum WriteOp {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+}
+
+impl Writes {
+    pub fn put<T: Serialize>(&mut self, cf: Cf, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Corrupt {
+            cf: cf.name(),
+            source,
+        })?;
+        self.put_raw(cf, key, &bytes);
+        Ok(())
+    }
+
+    pub fn put_raw(&mut self, cf: Cf, key: &[u8], value: &[u8]) {
+        self.0.push(WriteOp::Put(cf, key.to_vec(), value.to_vec()));
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.0.push(WriteOp::Delete(cf, key.to_vec()));
+    }
+}
+
 /// A set of writes applied atomically.
 pub struct Batch<'s> {
     store: &'s Store,
@@ -312,6 +347,18 @@ impl Batch<'_> {
     pub fn delete(&mut self, cf: Cf, key: &[u8]) -> Result<(), StoreError> {
         let db = self.store.db()?;
         self.inner.delete_cf(handle(&db, cf)?, key);
+        Ok(())
+    }
+
+    /// Adds gathered writes to this batch.
+    pub fn extend(&mut self, writes: &Writes) -> Result<(), StoreError> {
+        let db = self.store.db()?;
+        for op in &writes.0 {
+            match op {
+                WriteOp::Put(cf, key, value) => self.inner.put_cf(handle(&db, *cf)?, key, value),
+                WriteOp::Delete(cf, key) => self.inner.delete_cf(handle(&db, *cf)?, key),
+            }
+        }
         Ok(())
     }
 

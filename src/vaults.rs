@@ -30,6 +30,8 @@ pub enum VaultError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditUnavailable),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,7 +172,9 @@ impl Vaults {
         Ok(rows.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// Writes a new version of a secret, sealed, and returns its number.
+    /// Writes a new version of a secret, sealed, and returns its number. With `audit`, the
+    /// event (its detail set to the new version) is written in the same synced batch, so
+    /// that no version exists without its event; blocks until durable.
     #[expect(clippy::too_many_arguments, reason = "one per part of a secret write")]
     pub fn put_secret(
         &self,
@@ -181,6 +185,7 @@ impl Vaults {
         policy: Option<GuardrailSpec>,
         by: String,
         max_bytes: usize,
+        audit: Option<(crate::audit::NewEvent, crate::audit::AuditLog)>,
     ) -> Result<u32, VaultError> {
         if value.len() > max_bytes {
             return Err(VaultError::TooLarge(max_bytes));
@@ -205,10 +210,20 @@ impl Vaults {
             updated_by: by,
         };
         let vkey = version_key(&head_key, version);
-        let mut b = self.store.batch();
-        b.put_raw(Cf::SecretVersions, &vkey, &self.sealer.seal(value, &vkey))?;
-        b.put(Cf::Secrets, &head_key, &head)?;
-        b.commit(true)?;
+        let mut writes = storage::Writes::default();
+        writes.put_raw(Cf::SecretVersions, &vkey, &self.sealer.seal(value, &vkey));
+        writes.put(Cf::Secrets, &head_key, &head)?;
+        match audit {
+            Some((mut event, log)) => {
+                event.detail = Some(serde_json::json!({ "version": version }));
+                log.commit_with(event, writes)?;
+            }
+            None => {
+                let mut b = self.store.batch();
+                b.extend(&writes)?;
+                b.commit(true)?;
+            }
+        }
         self.heads.invalidate(&head_key);
         Ok(version)
     }

@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::event::{AuditEvent, NewEvent, GENESIS_HASH};
 use crate::metrics::Metrics;
-use crate::storage::{self, Cf, Store, StoreError};
+use crate::storage::{self, Cf, Store, StoreError, Writes};
 
 /// Most events written in one batch; more wait for the next.
 const MAX_BATCH: usize = 4096;
@@ -29,7 +29,32 @@ pub struct AuditUnavailable;
 
 struct Pending {
     event: NewEvent,
-    ack: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
+    ack: Ack,
+    /// The change this event records, written in the same synced batch.
+    writes: Option<Writes>,
+}
+
+/// Who waits for an event to be durable, and how.
+enum Ack {
+    None,
+    /// An async task (a request).
+    Task(oneshot::Sender<Result<u64, AuditUnavailable>>),
+    /// A thread that may block (an actor's arbiter, the blocking pool).
+    Thread(std::sync::mpsc::SyncSender<Result<u64, AuditUnavailable>>),
+}
+
+impl Ack {
+    fn send(self, result: Result<u64, AuditUnavailable>) {
+        match self {
+            Ack::None => {}
+            Ack::Task(tx) => {
+                let _ = tx.send(result);
+            }
+            Ack::Thread(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
 }
 
 /// The sending side of the audit writer.
@@ -75,7 +100,7 @@ impl AuditLog {
     pub async fn record(&self, event: NewEvent) -> Result<(), AuditUnavailable> {
         match self.durability {
             Durability::Sync => self.record_durable(event).await.map(drop),
-            Durability::Async => self.send(event, None),
+            Durability::Async => self.send(event, Ack::None, None),
         }
     }
 
@@ -83,8 +108,17 @@ impl AuditLog {
     /// are rare and always worth the wait. Returns the event's sequence number.
     pub async fn record_durable(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
         let (ack, done) = oneshot::channel();
-        self.send(event, Some(ack))?;
+        self.send(event, Ack::Task(ack), None)?;
         done.await.map_err(|_| AuditUnavailable)?
+    }
+
+    /// Applies `writes` and records `event` in one synced batch, so that a change is never
+    /// on disk without its event nor its event without it; blocks until both are durable.
+    /// Call only from a thread that may block, never from a request worker.
+    pub fn commit_with(&self, event: NewEvent, writes: Writes) -> Result<u64, AuditUnavailable> {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        self.send(event, Ack::Thread(ack), Some(writes))?;
+        done.recv().map_err(|_| AuditUnavailable)?
     }
 
     /// Whether the writer thread is still taking events.
@@ -94,16 +128,12 @@ impl AuditLog {
 
     /// Queues an event without waiting for it.
     pub fn record_later(&self, event: NewEvent) {
-        let _ = self.send(event, None);
+        let _ = self.send(event, Ack::None, None);
     }
 
-    fn send(
-        &self,
-        event: NewEvent,
-        ack: Option<oneshot::Sender<Result<u64, AuditUnavailable>>>,
-    ) -> Result<(), AuditUnavailable> {
+    fn send(&self, event: NewEvent, ack: Ack, writes: Option<Writes>) -> Result<(), AuditUnavailable> {
         self.metrics.audit_queue_depth.inc();
-        self.tx.send(Pending { event, ack }).map_err(|_| {
+        self.tx.send(Pending { event, ack, writes }).map_err(|_| {
             self.metrics.audit_queue_depth.dec();
             AuditUnavailable
         })
@@ -176,9 +206,7 @@ impl Writer {
     fn fail(&self, batch: &mut Vec<Pending>) {
         self.metrics.audit_write_failures.inc();
         for p in batch.drain(..) {
-            if let Some(ack) = p.ack {
-                let _ = ack.send(Err(AuditUnavailable));
-            }
+            p.ack.send(Err(AuditUnavailable));
         }
     }
 
@@ -196,7 +224,7 @@ impl Writer {
             events.push(event);
         }
 
-        let result = self.write(&events);
+        let result = self.write(&events, batch);
         self.metrics
             .audit_flush_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -207,9 +235,7 @@ impl Writer {
                 self.head = head;
                 self.metrics.audit_events.inc_by(events.len() as u64);
                 for (p, e) in batch.drain(..).zip(&events) {
-                    if let Some(ack) = p.ack {
-                        let _ = ack.send(Ok(e.seq));
-                    }
+                    p.ack.send(Ok(e.seq));
                 }
             }
             Err(err) => {
@@ -220,9 +246,12 @@ impl Writer {
         }
     }
 
-    fn write(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+    fn write(&self, events: &[AuditEvent], pending: &[Pending]) -> Result<(), StoreError> {
         let mut wb = self.store.batch();
-        for e in events {
+        for (e, p) in events.iter().zip(pending) {
+            if let Some(writes) = &p.writes {
+                wb.extend(writes)?;
+            }
             let seq = e.seq.to_be_bytes();
             wb.put(Cf::Audit, &seq, e)?;
             let mut by_vault = storage::prefix(&[e.vault.as_str()]);

@@ -2,17 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::future::{ready, Ready};
+use std::marker::PhantomData;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 use super::errors::ApiError;
 use super::request_meta;
-use crate::audit::{AuditQuery, Filter, Outcome, Page};
+use crate::audit::{AuditQuery, Filter, NewEvent, Outcome, Page};
 use crate::bootstrap::{self, BootstrapRecord};
 use crate::domain::{Lifetime, MachineId, ProjectName, SecretName, VaultName};
 use crate::engine::Engine;
@@ -185,6 +188,23 @@ async fn audit_change(
     secret: Option<String>,
     detail: Option<Value>,
 ) -> Result<(), ApiError> {
+    let event = change_event(engine, req, admin, vault, machine, action, secret, detail);
+    engine.audit.record_durable(event).await?;
+    Ok(())
+}
+
+/// The audit event of an admin change.
+#[expect(clippy::too_many_arguments, reason = "one field each of the event")]
+fn change_event(
+    engine: &Engine,
+    req: &HttpRequest,
+    admin: &Admin,
+    vault: &VaultName,
+    machine: Option<MachineId>,
+    action: &'static str,
+    secret: Option<String>,
+    detail: Option<Value>,
+) -> NewEvent {
     let meta = request_meta(req, engine);
     let mut event = engine.event(
         &meta,
@@ -199,8 +219,7 @@ async fn audit_change(
         Utc::now(),
     );
     event.detail = detail;
-    engine.audit.record_durable(event).await?;
-    Ok(())
+    event
 }
 
 fn machine_view(record: &MachineRecord) -> Value {
@@ -214,6 +233,50 @@ fn machine_view(record: &MachineRecord) -> Value {
     v
 }
 
+/// A value that may only be written as a JSON object. serde would otherwise also read a
+/// struct from an array of its fields in order, so that `[]` passed as guardrails without a
+/// single rule and `["x"]` as `{"name": "x"}`.
+#[derive(Debug)]
+struct Object<T>(T);
+
+impl<T> std::ops::Deref for Object<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        d.deserialize_map(OnlyMaps(PhantomData)).map(Object)
+    }
+}
+
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Object::deserialize(d).map(|o| o.0)
+}
+
+fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
 // === Vaults, projects, secrets ===
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +288,7 @@ struct NameBody {
 async fn create_vault(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
-    body: web::Json<NameBody>,
+    body: web::Json<Object<NameBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     if admin.scope != Scope::Operator {
@@ -270,7 +333,7 @@ async fn create_project(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     vault: web::Path<String>,
-    body: web::Json<NameBody>,
+    body: web::Json<Object<NameBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let vault = vault_access(&admin, &vault, &engine)?;
@@ -306,7 +369,7 @@ async fn list_projects(
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     value: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     policy: Option<GuardrailSpec>,
 }
 
@@ -314,14 +377,14 @@ async fn put_secret(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     path: web::Path<(String, String, String)>,
-    body: web::Json<SecretBody>,
+    body: web::Json<Object<SecretBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let (vault, project, name) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
     let project = parse(ProjectName::parse(&project))?;
     let name = parse(SecretName::parse(&name))?;
-    let SecretBody { value, policy } = body.into_inner();
+    let SecretBody { value, policy } = body.into_inner().0;
     let value = secrecy::SecretBox::new(Box::new(value.into_bytes()));
     let max = engine.config.limits.max_secret_bytes;
     let (e, v, p, n, by) = (
@@ -331,14 +394,9 @@ async fn put_secret(
         name.clone(),
         admin.actor(),
     );
-    let version = blocking(move || {
-        e.vaults
-            .put_secret(&v, &p, &n, value.expose_secret(), policy, by, max)
-    })
-    .await?;
     let secret = format!("{project}/{name}");
-    let detail = json!({"version": version});
-    audit_change(
+    // The version is known only once written; put_secret sets it as the event's detail.
+    let event = change_event(
         &engine,
         &req,
         &admin,
@@ -346,8 +404,13 @@ async fn put_secret(
         None,
         "secret.written",
         Some(secret),
-        Some(detail),
-    )
+        None,
+    );
+    let audit = Some((event, engine.audit.clone()));
+    let version = blocking(move || {
+        e.vaults
+            .put_secret(&v, &p, &n, value.expose_secret(), policy, by, max, audit)
+    })
     .await?;
     Ok(HttpResponse::Ok().json(json!({"project": project, "name": name, "version": version})))
 }
@@ -360,8 +423,9 @@ struct CreateTemporary {
     name: String,
     #[serde(default)]
     description: Option<String>,
+    #[serde(deserialize_with = "object")]
     lifetime: Lifetime,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     guardrails: Option<GuardrailSpec>,
 }
 
@@ -392,11 +456,11 @@ async fn create_temporary(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     vault: web::Path<String>,
-    body: web::Json<CreateTemporary>,
+    body: web::Json<Object<CreateTemporary>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let vault = vault_access(&admin, &vault, &engine)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     check_text("name", &body.name, 100)?;
     if let Some(d) = &body.description {
         check_text("description", d, 1000)?;
@@ -527,8 +591,11 @@ async fn change(
     detail: Option<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_in(engine, vault, raw_id)?.id;
-    let record = engine.machines.command(id, cmd).await?;
-    audit_change(engine, req, admin, vault, Some(id), action, secret, detail).await?;
+    let event = change_event(engine, req, admin, vault, Some(id), action, secret, detail);
+    let record = engine
+        .machines
+        .command_audited(id, cmd, event, engine.audit.clone())
+        .await?;
     Ok(HttpResponse::Ok().json(machine_view(&record)))
 }
 
@@ -565,7 +632,7 @@ async fn disable(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     path: web::Path<(String, String)>,
-    body: web::Json<ReasonBody>,
+    body: web::Json<Object<ReasonBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let (vault, id) = path.into_inner();
@@ -573,7 +640,7 @@ async fn disable(
     check_text("reason", &body.reason, 500)?;
     let detail = json!({"reason": body.reason});
     let cmd = Command::Disable {
-        reason: body.into_inner().reason,
+        reason: body.into_inner().0.reason,
         by: admin.actor(),
         now: Utc::now(),
     };
@@ -699,12 +766,12 @@ async fn set_guardrails(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     path: web::Path<(String, String)>,
-    body: web::Json<GuardrailSpec>,
+    body: web::Json<Object<GuardrailSpec>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let (vault, id) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
-    let spec = body.into_inner();
+    let spec = body.into_inner().0;
     Guardrails::compile(&spec).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -733,7 +800,7 @@ async fn set_guardrails(
 struct ExtendBody {
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_object")]
     extend_by: Option<Lifetime>,
     reason: String,
 }
@@ -742,12 +809,12 @@ async fn extend(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     path: web::Path<(String, String)>,
-    body: web::Json<ExtendBody>,
+    body: web::Json<Object<ExtendBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let (vault, id) = path.into_inner();
     let vault = vault_access(&admin, &vault, &engine)?;
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     check_text("reason", &body.reason, 500)?;
     let machine = machine_in(&engine, &vault, &id)?;
     let current = machine.expires_at().ok_or_else(|| {
@@ -799,7 +866,7 @@ async fn revert(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     path: web::Path<(String, String, u32)>,
-    body: web::Json<ReasonBody>,
+    body: web::Json<Object<ReasonBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let (vault, id, extension) = path.into_inner();
@@ -808,7 +875,7 @@ async fn revert(
     let detail = json!({"extension": extension, "reason": body.reason});
     let cmd = Command::Revert {
         extension,
-        reason: body.into_inner().reason,
+        reason: body.into_inner().0.reason,
         by: admin.actor(),
         now: Utc::now(),
     };
@@ -964,15 +1031,25 @@ async fn access_report(
 
 // === Settings ===
 
+/// The body of `PUT .../settings/ip-allowlist`; unlike the stored setting, it refuses
+/// fields it does not know.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowlistBody {
+    cidrs: Vec<String>,
+}
+
 async fn set_ip_allowlist(
     req: HttpRequest,
     AdminAuth(admin): AdminAuth,
     vault: web::Path<String>,
-    body: web::Json<IpAllowlistSetting>,
+    body: web::Json<Object<AllowlistBody>>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
     let vault = vault_access(&admin, &vault, &engine)?;
-    let setting = body.into_inner();
+    let setting = IpAllowlistSetting {
+        cidrs: body.into_inner().0.cidrs,
+    };
     engine.vaults.set_ip_allowlist(&vault, &setting)?;
     let detail = json!({"cidrs": setting.cidrs});
     audit_change(

@@ -124,13 +124,11 @@ async fn register(
         token_key,
         now,
     };
-    let machine = engine.machines.command(record.machine_id, cmd).await?;
-
     let meta = request_meta(&req, &engine);
     let event = engine.event(
         &meta,
-        &machine.vault,
-        Some(machine.id),
+        &record.vault,
+        Some(record.machine_id),
         "bootstrap".to_owned(),
         "machine.registered",
         None,
@@ -139,7 +137,11 @@ async fn register(
         None,
         now,
     );
-    engine.audit.record_durable(event).await?;
+    // The key, the spent token and the event are written in one batch.
+    let machine = engine
+        .machines
+        .command_audited(record.machine_id, cmd, event, engine.audit.clone())
+        .await?;
     tracing::info!(machine.id = %machine.id, "machine registered its key; pending approval");
     Ok(HttpResponse::Ok().json(json!({
         "machine_id": machine.id,

@@ -105,6 +105,7 @@ impl From<MachineError> for ApiError {
                 (S::SERVICE_UNAVAILABLE, "machine_unavailable")
             }
             MachineError::Store(cause) => return Self::internal(cause),
+            MachineError::Audit(e) => return (*e).into(),
         };
         Self::new(status, code, e.to_string())
     }
@@ -121,6 +122,7 @@ impl From<VaultError> for ApiError {
             VaultError::TooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
             VaultError::Policy(_) => (S::BAD_REQUEST, "invalid_guardrails"),
             VaultError::Store(_) | VaultError::Seal(_) => return Self::internal(&e),
+            VaultError::Audit(a) => return (*a).into(),
         };
         Self::new(status, code, e.to_string())
     }
@@ -177,6 +179,20 @@ pub(super) fn json_error(
         ),
     };
     api.into()
+}
+
+/// A body that could not be read, for handlers that take raw bytes: too large is 413 with
+/// the same code as an oversized JSON body, anything else is the client's fault too.
+pub(super) fn payload_error(err: actix_web::Error) -> ApiError {
+    use actix_web::error::PayloadError as P;
+    match err.as_error::<P>() {
+        Some(P::Overflow) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is larger than the limit",
+        ),
+        _ => ApiError::bad_request(format!("cannot read the request body: {err}")),
+    }
 }
 
 pub(super) fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {

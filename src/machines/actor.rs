@@ -8,12 +8,13 @@ use chrono::{DateTime, Utc};
 use super::record::{Disabled, Extension, Grant, MachineRecord, MachineState, Revert};
 use super::registry::{expiry_key, machine_key, MachineHandle};
 use super::snapshot::MachineSnapshot;
+use crate::audit::{AuditLog, AuditUnavailable, NewEvent};
 use crate::bootstrap::BootstrapRecord;
 use crate::domain::latest_expiry;
 use crate::domain::ProjectName;
 use crate::guardrails::{GuardrailSpec, Guardrails, RuleError};
 use crate::metrics::Metrics;
-use crate::storage::{Cf, Store, StoreError};
+use crate::storage::{Cf, Store, StoreError, Writes};
 
 /// A bootstrap token's storage key and its record, marked used.
 type ConsumedToken = (Vec<u8>, BootstrapRecord);
@@ -71,6 +72,20 @@ impl Message for Command {
     type Result = Result<MachineRecord, MachineError>;
 }
 
+/// A change together with the audit event that records it. The actor writes the new
+/// record and the event in one synced batch, through the audit writer: after a crash the
+/// change is either on disk with its event or not at all.
+#[derive(Debug)]
+pub struct Audited {
+    pub cmd: Command,
+    pub event: NewEvent,
+    pub log: AuditLog,
+}
+
+impl Message for Audited {
+    type Result = Result<MachineRecord, MachineError>;
+}
+
 /// Why a change to a machine was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -107,6 +122,8 @@ pub enum MachineError {
     Unavailable,
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Audit(#[from] AuditUnavailable),
 }
 
 /// The single writer of one machine's record.
@@ -150,27 +167,69 @@ impl MachineActor {
             .publish(MachineSnapshot::from_record(&self.record));
     }
 
+    /// Writes the next record, its expiry index entry and a consumed token, synced; with
+    /// `audit`, in the same batch as the event that records the change.
     fn persist(
         &self,
         next: &MachineRecord,
         token: Option<&ConsumedToken>,
-    ) -> Result<(), StoreError> {
-        let mut batch = self.store.batch();
-        batch.put(Cf::Machines, &machine_key(&next.vault, next.id), next)?;
+        audit: Option<(NewEvent, AuditLog)>,
+    ) -> Result<(), MachineError> {
+        let mut writes = Writes::default();
+        writes.put(Cf::Machines, &machine_key(&next.vault, next.id), next)?;
         let old_index = index_entry(&self.record);
         let new_index = index_entry(next);
         if old_index != new_index {
             if let Some(at) = old_index {
-                batch.delete(Cf::Expiry, &expiry_key(at, next.id))?;
+                writes.delete(Cf::Expiry, &expiry_key(at, next.id));
             }
             if let Some(at) = new_index {
-                batch.put_raw(Cf::Expiry, &expiry_key(at, next.id), &[])?;
+                writes.put_raw(Cf::Expiry, &expiry_key(at, next.id), &[]);
             }
         }
         if let Some((key, record)) = token {
-            batch.put(Cf::Bootstrap, key, record)?;
+            writes.put(Cf::Bootstrap, key, record)?;
         }
-        batch.commit(true)
+        match audit {
+            Some((event, log)) => {
+                log.commit_with(event, writes)?;
+            }
+            None => {
+                let mut batch = self.store.batch();
+                batch.extend(&writes)?;
+                batch.commit(true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a command, persists the result and publishes the new snapshot.
+    fn change(
+        &mut self,
+        cmd: Command,
+        audit: Option<(NewEvent, AuditLog)>,
+        ctx: &mut Context<Self>,
+    ) -> Result<MachineRecord, MachineError> {
+        if matches!(cmd, Command::Crash) {
+            use actix::ActorContext as _;
+            ctx.stop();
+            return Err(MachineError::Restarting);
+        }
+        let (next, token) = self.apply(cmd)?;
+        self.persist(&next, token.as_ref(), audit)?;
+        if next.state != self.record.state {
+            self.metrics
+                .machines
+                .with_label_values(&[self.record.state.as_str()])
+                .dec();
+            self.metrics
+                .machines
+                .with_label_values(&[next.state.as_str()])
+                .inc();
+        }
+        self.record = next;
+        self.publish();
+        Ok(self.record.clone())
     }
 
     fn apply(&self, cmd: Command) -> Result<(MachineRecord, Option<ConsumedToken>), MachineError> {
@@ -368,25 +427,14 @@ impl Handler<Command> for MachineActor {
     type Result = Result<MachineRecord, MachineError>;
 
     fn handle(&mut self, cmd: Command, ctx: &mut Context<Self>) -> Self::Result {
-        if matches!(cmd, Command::Crash) {
-            use actix::ActorContext as _;
-            ctx.stop();
-            return Err(MachineError::Restarting);
-        }
-        let (next, token) = self.apply(cmd)?;
-        self.persist(&next, token.as_ref())?;
-        if next.state != self.record.state {
-            self.metrics
-                .machines
-                .with_label_values(&[self.record.state.as_str()])
-                .dec();
-            self.metrics
-                .machines
-                .with_label_values(&[next.state.as_str()])
-                .inc();
-        }
-        self.record = next;
-        self.publish();
-        Ok(self.record.clone())
+        self.change(cmd, None, ctx)
+    }
+}
+
+impl Handler<Audited> for MachineActor {
+    type Result = Result<MachineRecord, MachineError>;
+
+    fn handle(&mut self, msg: Audited, ctx: &mut Context<Self>) -> Self::Result {
+        self.change(msg.cmd, Some((msg.event, msg.log)), ctx)
     }
 }

@@ -6,7 +6,8 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use super::actor::{Command, MachineActor, MachineError};
+use super::actor::{Audited, Command, MachineActor, MachineError};
+use crate::audit::{AuditLog, NewEvent};
 use super::record::{MachineRecord, MachineState};
 use super::snapshot::MachineSnapshot;
 use crate::bootstrap::BootstrapRecord;
@@ -161,6 +162,22 @@ impl Machines {
     /// The published handle of a machine, if it exists.
     pub fn get(&self, id: MachineId) -> Option<Arc<MachineHandle>> {
         self.map.get(&id).map(|h| h.value().clone())
+    }
+
+    /// Sends a change with the audit event that records it to the machine's actor, and
+    /// waits until both are durable (they are written in one batch).
+    pub async fn command_audited(
+        &self,
+        id: MachineId,
+        cmd: Command,
+        event: NewEvent,
+        log: AuditLog,
+    ) -> Result<MachineRecord, MachineError> {
+        let handle = self.get(id).ok_or(MachineError::Unavailable)?;
+        let addr = self.actor(&handle)?;
+        addr.send(Audited { cmd, event, log })
+            .await
+            .map_err(|_| MachineError::Unavailable)?
     }
 
     /// Sends a change to the machine's actor and waits for it to be durable.

@@ -84,31 +84,36 @@ pub async fn sweep(engine: &Engine, now: DateTime<Utc>) -> usize {
     };
     let mut marked = 0;
     for id in ids {
+        let Some(snapshot) = engine.machines.get(id).map(|h| Arc::clone(&h.snapshot())) else {
+            continue;
+        };
+        let expires_at = snapshot
+            .expires_at
+            .and_then(|at| chrono::DateTime::<Utc>::from_timestamp(at, 0));
+        // The mark and its event are written in one batch.
+        let event = NewEvent {
+            time: now,
+            vault: snapshot.vault.clone(),
+            machine: Some(id),
+            actor: "system".to_owned(),
+            action: "machine.expired",
+            secret: None,
+            outcome: Outcome::Ok,
+            reason: None,
+            source_ip: None,
+            country: None,
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
+            detail: Some(serde_json::json!({ "expires_at": expires_at })),
+        };
+        let cmd = Command::MarkExpired { now };
         match engine
             .machines
-            .command(id, Command::MarkExpired { now })
+            .command_audited(id, cmd, event, engine.audit.clone())
             .await
         {
-            Ok(record) => {
+            Ok(_) => {
                 marked += 1;
                 engine.metrics.expiries.inc();
-                let event = NewEvent {
-                    time: now,
-                    vault: record.vault.clone(),
-                    machine: Some(id),
-                    actor: "system".to_owned(),
-                    action: "machine.expired",
-                    secret: None,
-                    outcome: Outcome::Ok,
-                    reason: None,
-                    source_ip: None,
-                    country: None,
-                    request_id: uuid::Uuid::new_v4().simple().to_string(),
-                    detail: Some(serde_json::json!({"expires_at": record.expires_at()})),
-                };
-                if engine.audit.record_durable(event).await.is_err() {
-                    tracing::error!(machine.id = %id, "machine.expired could not be audited");
-                }
                 tracing::info!(machine.id = %id, "machine expired");
             }
             Err(err) => {
