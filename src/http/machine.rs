@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::errors::ApiError;
+use super::errors::{payload_error, ApiError};
 use super::request_meta;
 use crate::audit::Outcome;
 use crate::domain::VaultName;
@@ -49,9 +49,10 @@ fn parse_vault(raw: &str) -> Result<VaultName, ReadError> {
 async fn read_secret(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(payload_error)?;
     let started = Instant::now();
     let (vault, project, name) = path.into_inner();
     let result = async {
@@ -73,9 +74,10 @@ async fn read_secret(
 async fn whoami(
     req: HttpRequest,
     vault: web::Path<String>,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
     engine: web::Data<Engine>,
 ) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(payload_error)?;
     let started = Instant::now();
     let result = async {
         let vault = parse_vault(&vault)?;
