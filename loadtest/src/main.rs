@@ -104,17 +104,32 @@ fn run(args: &Args) -> Result<bool, String> {
 
     eprintln!("driving load for {:?} ...", args.duration);
     let run_cpu_start = report::cpu_seconds();
+    let run_started = std::time::SystemTime::now();
     let (tally, elapsed) = drive(args, prepared);
     let run_cpu = report::cpu_seconds() - run_cpu_start;
 
-    // Let the audit writer drain, then compare the server's own counts.
-    std::thread::sleep(Duration::from_millis(500));
-    let after = admin.metrics()?;
+    // Let the audit writer drain, then compare the server's own counts. When a machine's
+    // rate-limit window closes, the server writes one summary event of the failures it
+    // dropped: written, but not one of the requests sent, so those are counted apart. A
+    // summary can land between the two readings; then both are read again.
+    let sent = tally.sent.values().sum::<u64>() as f64;
+    let mut attempt = 0;
+    let (after, summaries) = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let after = admin.metrics()?;
+        let read_at = std::time::SystemTime::now();
+        let summaries = admin.count_events("auth.failures_dropped", run_started, read_at)?;
+        attempt += 1;
+        let accounted = report::audit_accounted(&before, &after, summaries);
+        if (accounted - sent).abs() < 0.5 || attempt == 4 {
+            break (after, summaries);
+        }
+    };
     let bound = (args.bound_seconds > 0)
         .then(|| report::verify_bound(Duration::from_secs(args.bound_seconds)));
 
     let report = Report::build(
-        args, &tally, elapsed, run_cpu, sign_cpu, bound, &before, &after,
+        args, &tally, elapsed, run_cpu, sign_cpu, bound, &before, &after, summaries,
     );
     report.print();
     let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

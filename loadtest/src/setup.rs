@@ -68,6 +68,37 @@ impl Admin {
         }
     }
 
+    /// How many audit events of `action` the vault recorded from `since` until `until`.
+    pub fn count_events(
+        &self,
+        action: &str,
+        since: std::time::SystemTime,
+        until: std::time::SystemTime,
+    ) -> Result<u64, String> {
+        let since = humantime::format_rfc3339_nanos(since).to_string();
+        let until = humantime::format_rfc3339_nanos(until).to_string();
+        let mut count = 0u64;
+        let mut after: Option<u64> = None;
+        // Bounded: a run produces at most one summary per machine per window.
+        for _ in 0..1000 {
+            let cursor = after.map(|a| format!("&after={a}")).unwrap_or_default();
+            let page = self.call(
+                "GET",
+                &format!(
+                    "/v1/{}/audit?action={action}&since={since}&until={until}&limit=1000{cursor}",
+                    self.vault
+                ),
+                None,
+            )?;
+            count += page["events"].as_array().map_or(0, |e| e.len() as u64);
+            match page["next_after"].as_u64() {
+                Some(next) => after = Some(next),
+                None => return Ok(count),
+            }
+        }
+        Err("audit listing did not end".into())
+    }
+
     /// The server's `/metrics` text.
     pub fn metrics(&self) -> Result<String, String> {
         self.agent
