@@ -16,7 +16,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/target/debug"
 DIR="$(mktemp -d)"
 PORT=$((20000 + $$ % 20000))
-cleanup() { [ -f "$DIR/pid" ] && kill "$(cat "$DIR/pid")" 2>/dev/null; rm -rf "$DIR"; }
+cleanup() { [ -f "$DIR/pid" ] && kill "$(cat "$DIR/pid")" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$DIR"; }
 trap cleanup EXIT INT TERM
 
 cat > "$DIR/tv.toml" <<T

@@ -124,18 +124,29 @@ fn sign(
     ]
 }
 
-fn unix_now() -> String {
+/// Unix seconds `ahead` seconds from now, as a timestamp header value.
+fn unix_in(ahead: u64) -> String {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_secs() + ahead)
         .unwrap_or_default()
         .to_string()
 }
 
 /// Signs `n` requests of the mix, on every core. Replays copy requests that were sent and
 /// answered 200 before the run, so a replay can never race its original.
-pub fn prepare(fleet: &Fleet, mix: &Mix, n: usize) -> Result<Vec<Prepared>, String> {
-    let ts = unix_now();
+///
+/// Every request carries one timestamp, set half the run ahead of now: the server accepts
+/// timestamps up to its skew (60 s by default) either side of its clock, so the requests
+/// stay acceptable from before the run starts until well past its end (runs are at most
+/// 110 s).
+pub fn prepare(
+    fleet: &Fleet,
+    mix: &Mix,
+    n: usize,
+    run: std::time::Duration,
+) -> Result<Vec<Prepared>, String> {
+    let ts = unix_in((run.as_secs() / 2).min(55));
     let originals = if mix.replay > 0 {
         seed_originals(fleet, &ts)?
     } else {
