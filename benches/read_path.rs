@@ -67,10 +67,10 @@ fn bench(c: &mut Criterion) {
     let (sealer, _) = Sealer::load_or_create(&dir.path().join("key")).unwrap();
     let vaults = Vaults::new(store, sealer);
     let vault = VaultName::parse("default").unwrap();
-    vaults.create(vault.clone()).unwrap();
+    vaults.create(vault.clone(), None).unwrap();
     let project = ProjectName::parse("app").unwrap();
     let secret = SecretName::parse("db").unwrap();
-    vaults.create_project(&vault, project.clone()).unwrap();
+    vaults.create_project(&vault, project.clone(), None).unwrap();
     vaults
         .put_secret(
             &vault,

@@ -13,4 +13,4 @@ mod writer;
 
 pub use event::{chain_hash, AuditEvent, NewEvent, Outcome, GENESIS_HASH};
 pub use query::{verify_chain, AuditQuery, ChainReport, ChainVerdict, Filter, Page, MAX_LIMIT};
-pub use writer::{AuditLog, AuditUnavailable, Durability};
+pub use writer::{AuditLog, AuditUnavailable, ChangeEvent, Durability};

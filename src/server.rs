@@ -154,7 +154,7 @@ fn first_start(
         return Ok(());
     }
     let default = VaultName::parse("default")?;
-    vaults.create(default)?;
+    vaults.create(default, None)?;
     let token = tokens::issue(store, Scope::Operator)?;
     let path = data_dir.join("admin.token");
     tokens::write_token_file(&path, &token).map_err(|source| StartError::TokenFile {

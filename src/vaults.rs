@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 use secrecy::SecretBox;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::ChangeEvent;
 use crate::domain::{ProjectName, SecretName, VaultName};
 use crate::guardrails::{GuardrailSpec, Guardrails, IpAllowlist, RuleError};
 use crate::storage::{self, Cf, SealError, Sealer, Store, StoreError};
@@ -119,7 +120,22 @@ impl Vaults {
         Ok(self.store.last_key(Cf::Vaults)?.is_some())
     }
 
-    pub fn create(&self, name: VaultName) -> Result<VaultRecord, VaultError> {
+    /// Applies a change, synced; with an event, in one batch with it.
+    fn commit(&self, writes: storage::Writes, audit: ChangeEvent) -> Result<(), VaultError> {
+        match audit {
+            Some((event, log)) => {
+                log.commit_with(event, writes)?;
+            }
+            None => {
+                let mut b = self.store.batch();
+                b.extend(&writes)?;
+                b.commit(true)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn create(&self, name: VaultName, audit: ChangeEvent) -> Result<VaultRecord, VaultError> {
         let _guard = self.write_lock.lock();
         if self.exists(&name)? {
             return Err(VaultError::VaultExists(name));
@@ -128,9 +144,9 @@ impl Vaults {
             name,
             created_at: Utc::now(),
         };
-        let mut b = self.store.batch();
-        b.put(Cf::Vaults, record.name.as_str().as_bytes(), &record)?;
-        b.commit(true)?;
+        let mut writes = storage::Writes::default();
+        writes.put(Cf::Vaults, record.name.as_str().as_bytes(), &record)?;
+        self.commit(writes, audit)?;
         Ok(record)
     }
 
@@ -138,6 +154,7 @@ impl Vaults {
         &self,
         vault: &VaultName,
         name: ProjectName,
+        audit: ChangeEvent,
     ) -> Result<ProjectRecord, VaultError> {
         let _guard = self.write_lock.lock();
         let key = storage::key(&[vault.as_str(), name.as_str()]);
@@ -148,9 +165,9 @@ impl Vaults {
             name,
             created_at: Utc::now(),
         };
-        let mut b = self.store.batch();
-        b.put(Cf::Projects, &key, &record)?;
-        b.commit(true)?;
+        let mut writes = storage::Writes::default();
+        writes.put(Cf::Projects, &key, &record)?;
+        self.commit(writes, audit)?;
         Ok(record)
     }
 
@@ -185,7 +202,7 @@ impl Vaults {
         policy: Option<GuardrailSpec>,
         by: String,
         max_bytes: usize,
-        audit: Option<(crate::audit::NewEvent, crate::audit::AuditLog)>,
+        audit: ChangeEvent,
     ) -> Result<u32, VaultError> {
         if value.len() > max_bytes {
             return Err(VaultError::TooLarge(max_bytes));
@@ -213,17 +230,11 @@ impl Vaults {
         let mut writes = storage::Writes::default();
         writes.put_raw(Cf::SecretVersions, &vkey, &self.sealer.seal(value, &vkey));
         writes.put(Cf::Secrets, &head_key, &head)?;
-        match audit {
-            Some((mut event, log)) => {
-                event.detail = Some(serde_json::json!({ "version": version }));
-                log.commit_with(event, writes)?;
-            }
-            None => {
-                let mut b = self.store.batch();
-                b.extend(&writes)?;
-                b.commit(true)?;
-            }
-        }
+        let audit = audit.map(|(mut event, log)| {
+            event.detail = Some(serde_json::json!({ "version": version }));
+            (event, log)
+        });
+        self.commit(writes, audit)?;
         self.heads.invalidate(&head_key);
         Ok(version)
     }
@@ -271,12 +282,13 @@ impl Vaults {
         &self,
         vault: &VaultName,
         setting: &IpAllowlistSetting,
+        audit: ChangeEvent,
     ) -> Result<(), VaultError> {
         IpAllowlist::parse(&setting.cidrs)?;
         let key = storage::key(&[vault.as_str(), ALLOWLIST_SETTING]);
-        let mut b = self.store.batch();
-        b.put(Cf::Settings, &key, setting)?;
-        b.commit(true)?;
+        let mut writes = storage::Writes::default();
+        writes.put(Cf::Settings, &key, setting)?;
+        self.commit(writes, audit)?;
         self.ip_allowlists.invalidate(vault);
         Ok(())
     }

@@ -534,6 +534,24 @@ fn every_acknowledged_admin_write_survives_kill_9_with_its_audit_event() {
             );
             assert!(project_event(p), "round {round}: project {p} not audited");
         }
+        // And the other way: every project in force, acknowledged or not, has its event
+        // (the project and its event are written in one batch).
+        for p in &names {
+            assert!(
+                project_event(p),
+                "round {round}: project {p} is in force but was never audited"
+            );
+        }
+
+        // Every machine in force, acknowledged or not, has its creation event.
+        let (_, machines) = server.admin("GET", "/v1/default/machines", None);
+        for m in machines["machines"].as_array().unwrap() {
+            let id = m["id"].as_str().unwrap();
+            assert!(
+                event(&|e| e["action"] == "machine.created" && e["machine"] == id),
+                "round {round}: machine {id} is in force but its creation was never audited"
+            );
+        }
 
         // Vaults: the token each creation returned works, and the creation is audited.
         for (name, token) in &a.vaults {

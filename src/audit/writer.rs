@@ -22,6 +22,10 @@ pub enum Durability {
     Async,
 }
 
+/// The event recording a change, and the log to write it to in one batch with the change.
+/// `None` writes the change alone (start-up, tools, benches).
+pub type ChangeEvent = Option<(NewEvent, AuditLog)>;
+
 /// The audit store could not be written; the request must fail closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the audit log cannot be written")]
@@ -104,9 +108,9 @@ impl AuditLog {
         }
     }
 
-    /// Records an event and waits until it is durable, whatever the mode: admin changes
-    /// are rare and always worth the wait. Returns the event's sequence number.
-    pub async fn record_durable(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
+    /// Records an event and waits until it is durable, whatever the mode. Returns the
+    /// event's sequence number.
+    async fn record_durable(&self, event: NewEvent) -> Result<u64, AuditUnavailable> {
         let (ack, done) = oneshot::channel();
         self.send(event, Ack::Task(ack), None)?;
         done.await.map_err(|_| AuditUnavailable)?

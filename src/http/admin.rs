@@ -176,23 +176,6 @@ where
         .map_err(Into::into)
 }
 
-/// Records an admin change and waits until it is durable.
-#[expect(clippy::too_many_arguments, reason = "one field each of the event")]
-async fn audit_change(
-    engine: &Engine,
-    req: &HttpRequest,
-    admin: &Admin,
-    vault: &VaultName,
-    machine: Option<MachineId>,
-    action: &'static str,
-    secret: Option<String>,
-    detail: Option<Value>,
-) -> Result<(), ApiError> {
-    let event = change_event(engine, req, admin, vault, machine, action, secret, detail);
-    engine.audit.record_durable(event).await?;
-    Ok(())
-}
-
 /// The audit event of an admin change.
 #[expect(clippy::too_many_arguments, reason = "one field each of the event")]
 fn change_event(
@@ -299,9 +282,12 @@ async fn create_vault(
         ));
     }
     let name = parse(VaultName::parse(&body.name))?;
+    let event = change_event(&engine, &req, &admin, &name, None, "vault.created", None, None);
+    let audit = Some((event, engine.audit.clone()));
     let e = engine.clone().into_inner();
+    // The vault and its event are one write; the vault's first token is issued after.
     let (record, token) = blocking(move || {
-        let record = e.vaults.create(name)?;
+        let record = e.vaults.create(name, audit)?;
         let token = tokens::issue(
             &e.store,
             Scope::Vault {
@@ -310,17 +296,6 @@ async fn create_vault(
         )?;
         Ok::<_, ApiError>((record, token))
     })
-    .await?;
-    audit_change(
-        &engine,
-        &req,
-        &admin,
-        &record.name,
-        None,
-        "vault.created",
-        None,
-        None,
-    )
     .await?;
     Ok(HttpResponse::Created().json(json!({
         "name": record.name,
@@ -338,10 +313,8 @@ async fn create_project(
 ) -> Result<HttpResponse, ApiError> {
     let vault = vault_access(&admin, &vault, &engine)?;
     let name = parse(ProjectName::parse(&body.name))?;
-    let (e, v) = (engine.clone().into_inner(), vault.clone());
-    let record = blocking(move || e.vaults.create_project(&v, name)).await?;
-    let detail = json!({"project": record.name});
-    audit_change(
+    let detail = json!({ "project": name });
+    let event = change_event(
         &engine,
         &req,
         &admin,
@@ -350,8 +323,10 @@ async fn create_project(
         "project.created",
         None,
         Some(detail),
-    )
-    .await?;
+    );
+    let audit = Some((event, engine.audit.clone()));
+    let (e, v) = (engine.clone().into_inner(), vault.clone());
+    let record = blocking(move || e.vaults.create_project(&v, name, audit)).await?;
     Ok(HttpResponse::Created().json(record))
 }
 
@@ -515,11 +490,9 @@ async fn create_temporary(
         expires_at: token_record.expires_at,
     };
 
-    let (e, r) = (engine.clone().into_inner(), record.clone());
-    blocking(move || e.machines.create(r, &token.key, &token_record)).await?;
     let detail =
         json!({"name": record.name, "lifetime": record.lifetime, "expires_at": expires_at});
-    audit_change(
+    let event = change_event(
         &engine,
         &req,
         &admin,
@@ -528,8 +501,10 @@ async fn create_temporary(
         "machine.created",
         None,
         Some(detail),
-    )
-    .await?;
+    );
+    let audit = Some((event, engine.audit.clone()));
+    let (e, r) = (engine.clone().into_inner(), record.clone());
+    blocking(move || e.machines.create(r, &token.key, &token_record, audit)).await?;
     tracing::info!(machine.id = %record.id, "temporary machine created");
     Ok(HttpResponse::Created().json(json!({"machine": machine_view(&record), "bootstrap": view})))
 }
@@ -1050,9 +1025,8 @@ async fn set_ip_allowlist(
     let setting = IpAllowlistSetting {
         cidrs: body.into_inner().0.cidrs,
     };
-    engine.vaults.set_ip_allowlist(&vault, &setting)?;
     let detail = json!({"cidrs": setting.cidrs});
-    audit_change(
+    let event = change_event(
         &engine,
         &req,
         &admin,
@@ -1061,8 +1035,10 @@ async fn set_ip_allowlist(
         "vault.ip_allowlist_set",
         None,
         Some(detail),
-    )
-    .await?;
+    );
+    let audit = Some((event, engine.audit.clone()));
+    let (e, v, s) = (engine.clone().into_inner(), vault.clone(), setting.clone());
+    blocking(move || e.vaults.set_ip_allowlist(&v, &s, audit)).await?;
     Ok(HttpResponse::Ok().json(setting))
 }
 

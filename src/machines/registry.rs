@@ -7,13 +7,13 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::actor::{Audited, Command, MachineActor, MachineError};
-use crate::audit::{AuditLog, NewEvent};
+use crate::audit::{AuditLog, ChangeEvent, NewEvent};
 use super::record::{MachineRecord, MachineState};
 use super::snapshot::MachineSnapshot;
 use crate::bootstrap::BootstrapRecord;
 use crate::domain::{MachineId, VaultName};
 use crate::metrics::Metrics;
-use crate::storage::{self, Cf, Store, StoreError};
+use crate::storage::{self, Cf, Store, StoreError, Writes};
 
 /// Storage key of a machine record: vault, then the id's 16 bytes.
 pub fn machine_key(vault: &VaultName, id: MachineId) -> Vec<u8> {
@@ -136,25 +136,35 @@ impl Machines {
         Ok(started)
     }
 
-    /// Stores a new machine with its bootstrap token in one synced write, then starts its
-    /// actor.
+    /// Stores a new machine with its bootstrap token (and, given one, the event recording
+    /// its creation) in one synced write, then publishes its snapshot.
     pub fn create(
         &self,
         record: MachineRecord,
         token_key: &[u8],
         token: &BootstrapRecord,
-    ) -> Result<(), StoreError> {
-        let mut batch = self.store.batch();
-        batch.put(
+        audit: ChangeEvent,
+    ) -> Result<(), MachineError> {
+        let mut writes = Writes::default();
+        writes.put(
             Cf::Machines,
             &machine_key(&record.vault, record.id),
             &record,
         )?;
         if let Some(at) = record.expires_at() {
-            batch.put_raw(Cf::Expiry, &expiry_key(at.timestamp(), record.id), &[])?;
+            writes.put_raw(Cf::Expiry, &expiry_key(at.timestamp(), record.id), &[]);
         }
-        batch.put(Cf::Bootstrap, token_key, token)?;
-        batch.commit(true)?;
+        writes.put(Cf::Bootstrap, token_key, token)?;
+        match audit {
+            Some((event, log)) => {
+                log.commit_with(event, writes)?;
+            }
+            None => {
+                let mut batch = self.store.batch();
+                batch.extend(&writes)?;
+                batch.commit(true)?;
+            }
+        }
         self.register(&record);
         Ok(())
     }
