@@ -1,9 +1,10 @@
 #!/bin/sh
-# Reproduces the README load-test figures. Bounded: three runs of 10 s against loopback.
-# One run: durable and async audit, closed loop, then open loop at half the durable peak.
+# Reproduces the README load-test figures. Bounded: four runs of 10 s against loopback.
+# Durable and async audit, closed loop; durable with batch verification off; then open
+# loop at half the durable peak.
 set -eu
 BIN="$(cd "$(dirname "$0")/.." && pwd)/target/debug"
-run_server() { # $1 durability, $2 dir
+run_server() { # $1 durability, $2 dir, $3 max_verify_batch (default 64)
     rm -rf "$2"; mkdir -p "$2"
     cat > "$2/tv.toml" <<T
 listen = "127.0.0.1:18750"
@@ -12,6 +13,8 @@ data_dir = "$2/data"
 min_lifetime = "1s"
 [audit]
 durability = "$1"
+[auth]
+max_verify_batch = ${3:-64}
 T
     TEMPVAULT_LOG=warn $BIN/tempvault serve --config "$2/tv.toml" > "$2/server.out" 2> "$2/server.err" &
     echo $! > "$2/pid"
@@ -23,11 +26,17 @@ lt() { $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir "$1/da
 
 run_server sync /tmp/lt/sync
 $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/sync/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 3 --report /tmp/lt/sync.json > /tmp/lt/sync.txt 2>/tmp/lt/sync.progress || true
+curl -s http://127.0.0.1:18750/metrics | grep '^tempvault_signature_batch_size_' > /tmp/lt/sync.batches
 stop_server /tmp/lt/sync
 
 run_server async /tmp/lt/async
 $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/async/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 0 --report /tmp/lt/async.json > /tmp/lt/async.txt 2>/tmp/lt/async.progress || true
 stop_server /tmp/lt/async
+
+run_server sync /tmp/lt/nobatch 1
+$BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/nobatch/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 3 --report /tmp/lt/nobatch.json > /tmp/lt/nobatch.txt 2>/tmp/lt/nobatch.progress || true
+curl -s http://127.0.0.1:18750/metrics | grep '^tempvault_signature_batch_size_' > /tmp/lt/nobatch.batches
+stop_server /tmp/lt/nobatch
 
 peak=$(python3 -c "import json;print(int(json.load(open('/tmp/lt/sync.json'))['throughput_rps']/2))")
 run_server sync /tmp/lt/open

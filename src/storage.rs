@@ -144,15 +144,26 @@ impl std::fmt::Debug for Store {
 /// flushes the largest; keeps the resident set flat under a steady stream of audit events.
 const MEMTABLE_BUDGET: usize = 32 * 1024 * 1024;
 
+/// One block cache shared by every column family, index and filter blocks included, so
+/// that reads over a growing audit log cannot grow memory past it (RocksDB otherwise gives
+/// each column family a cache of its own).
+const BLOCK_CACHE: usize = 32 * 1024 * 1024;
+
 fn open_read_write(path: &Path) -> Result<DB, StoreError> {
     let mut opts = Options::default();
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let cfs = Cf::ALL
-        .iter()
-        .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+    let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_cache_index_and_filter_blocks(true);
+    let cfs = Cf::ALL.iter().map(|cf| {
+        let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
+        ColumnFamilyDescriptor::new(cf.name(), cf_opts)
+    });
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }
 
