@@ -244,10 +244,21 @@ fn send(agent: &ureq::Agent, server: &str, req: &Prepared) -> Outcome {
         r = r.set(k, v);
     }
     match r.call() {
-        Ok(resp) => Outcome {
-            status: resp.status(),
-            code: String::new(),
-        },
+        // The body is read to its end: only then does the connection go back to the pool
+        // (an unread body closes it, and the next request would pay for a new one).
+        Ok(resp) => {
+            let status = resp.status();
+            match resp.into_string() {
+                Ok(_) => Outcome {
+                    status,
+                    code: String::new(),
+                },
+                Err(e) => Outcome {
+                    status: 0,
+                    code: format!("transport: {e}"),
+                },
+            }
+        }
         Err(ureq::Error::Status(status, resp)) => {
             let body: serde_json::Value = resp.into_json().unwrap_or_default();
             Outcome {
