@@ -58,4 +58,43 @@ fn metrics_show_exactly_the_requests_that_were_made() {
     assert!(!text.contains(&m.id));
     assert!(!text.contains(&h.nonce));
     assert!(!text.contains("/v1/default/"));
+
+    // The shipped dashboard and alert rules only query metrics the server exposes.
+    let exposed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for file in [
+        "config/grafana/tempvault-dashboard.json",
+        "config/prometheus/alerts.yml",
+    ] {
+        let config = std::fs::read_to_string(file).unwrap();
+        let queried = metric_names(&config);
+        assert!(queried.len() >= 5, "{file} names too few metrics");
+        for name in queried {
+            let known = exposed.iter().any(|e| {
+                name == *e
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(e))
+            });
+            assert!(known, "{file} queries {name}, which /metrics does not expose");
+        }
+    }
+}
+
+/// Every `tempvault_…` identifier in a configuration file.
+fn metric_names(config: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = config;
+    while let Some(start) = rest.find("tempvault_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(&tail[..end]);
+        rest = &tail[end..];
+    }
+    names
 }
