@@ -1,7 +1,7 @@
 #!/bin/sh
-# Reproduces the README load-test figures. Bounded: four runs of 10 s against loopback.
+# Reproduces the README load-test figures. Bounded: five runs of 10 s against loopback.
 # Durable and async audit, closed loop; durable with batch verification off; then open
-# loop at half the durable peak.
+# loop at half the durable peak, durable and async.
 set -eu
 BIN="$(cd "$(dirname "$0")/.." && pwd)/target/debug"
 run_server() { # $1 durability, $2 dir, $3 max_verify_batch (default 64)
@@ -42,3 +42,8 @@ peak=$(python3 -c "import json;print(int(json.load(open('/tmp/lt/sync.json'))['t
 run_server sync /tmp/lt/open
 $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/open/data --machines 16 --duration 10s --rate $peak --concurrency 32 --mix 100,0,0,0,0 --bound-seconds 0 --report /tmp/lt/open.json > /tmp/lt/open.txt 2>/tmp/lt/open.progress || true
 stop_server /tmp/lt/open
+
+# The same open loop with async audit: how much of the tail is the synced write.
+run_server async /tmp/lt/open-async
+$BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/open-async/data --machines 16 --duration 10s --rate $peak --concurrency 32 --mix 100,0,0,0,0 --bound-seconds 0 --report /tmp/lt/open-async.json > /tmp/lt/open-async.txt 2>/tmp/lt/open-async.progress || true
+stop_server /tmp/lt/open-async
