@@ -73,21 +73,21 @@ pub fn app(
                 "headers_too_large",
                 format!("request headers exceed {max_header_bytes} bytes"),
             );
-            Either::Right(std::future::ready(Err(err.into())))
+            Either::Right(std::future::ready(Ok(req.error_response(err))))
         })
         .wrap_fn(move |req, srv| {
-            let route = req
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".to_owned());
             let metrics = metrics.clone();
             srv.call(req).map(move |res| {
-                let status = match &res {
-                    Ok(r) => r.status().as_u16(),
-                    Err(e) => e.as_response_error().status_code().as_u16(),
+                // Asked after routing, the pattern comes from the route that matched; asked
+                // before, the router would match the path a second time.
+                let (route, status) = match &res {
+                    Ok(r) => (r.request().match_pattern(), r.status().as_u16()),
+                    Err(e) => (None, e.as_response_error().status_code().as_u16()),
                 };
+                let route = route.as_deref().unwrap_or("unmatched");
                 metrics
                     .http_requests
-                    .with_label_values(&[&route, itoa_status(status)])
+                    .with_label_values(&[route, itoa_status(status)])
                     .inc();
                 res
             })
@@ -126,7 +126,11 @@ pub(crate) fn request_meta(req: &HttpRequest, engine: &Engine) -> RequestMeta {
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok());
     RequestMeta {
-        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        // From the thread's own generator: `Uuid::new_v4` asks the kernel for every id.
+        request_id: uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .simple()
+            .to_string(),
         source_ip: client_ip::resolve(peer, forwarded, &engine.trusted_proxies),
     }
 }

@@ -14,6 +14,7 @@
 mod plan;
 mod report;
 mod setup;
+mod wire;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::plan::{Kind, Prepared};
-use crate::report::{Outcome, Report, Tally};
+use crate::report::{Report, Tally};
 
 /// Load generator and verdict checker for a tempvault server.
 #[derive(Debug, Parser)]
@@ -105,7 +106,7 @@ fn run(args: &Args) -> Result<bool, String> {
     eprintln!("driving load for {:?} ...", args.duration);
     let run_cpu_start = report::cpu_seconds();
     let run_started = std::time::SystemTime::now();
-    let (tally, elapsed) = drive(args, prepared);
+    let (tally, elapsed) = drive(args, &wire::authority(&args.server)?, prepared);
     let run_cpu = report::cpu_seconds() - run_cpu_start;
 
     // Let the audit writer drain, then compare the server's own counts. When a machine's
@@ -145,7 +146,7 @@ fn estimate_closed_loop(args: &Args) -> usize {
 }
 
 /// Sends the prepared requests, open or closed loop, until time or requests run out.
-fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
+fn drive(args: &Args, authority: &str, prepared: Vec<Prepared>) -> (Tally, Duration) {
     let threads = match args.rate {
         Some(_) => args.concurrency.max(8),
         None => args.concurrency,
@@ -154,10 +155,6 @@ fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let agent = ureq::AgentBuilder::new()
-        .max_idle_connections_per_host(threads)
-        .timeout(Duration::from_secs(10))
-        .build();
     let start = Instant::now();
     let deadline = start + args.duration;
     let interval = args
@@ -166,14 +163,9 @@ fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
 
     let workers: Vec<_> = (0..threads)
         .map(|_| {
-            let (queue, tally, stop, sent, agent) = (
-                queue.clone(),
-                tally.clone(),
-                stop.clone(),
-                sent.clone(),
-                agent.clone(),
-            );
-            let server = args.server.clone();
+            let (queue, tally, stop, sent) =
+                (queue.clone(), tally.clone(), stop.clone(), sent.clone());
+            let mut connection = wire::Connection::new(authority);
             std::thread::spawn(move || {
                 let mut local = Tally::default();
                 loop {
@@ -199,7 +191,7 @@ fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
                         }
                         None => Instant::now(),
                     };
-                    let outcome = send(&agent, &server, &req);
+                    let outcome = connection.send(&req.bytes);
                     local.record(req.kind, &outcome, intended.elapsed());
                 }
                 if let Ok(mut t) = tally.lock() {
@@ -236,41 +228,6 @@ fn drive(args: &Args, prepared: Vec<Prepared>) -> (Tally, Duration) {
         .and_then(|m| m.into_inner().ok())
         .unwrap_or_default();
     (tally, elapsed)
-}
-
-fn send(agent: &ureq::Agent, server: &str, req: &Prepared) -> Outcome {
-    let mut r = agent.get(&format!("{server}{}", req.target));
-    for (k, v) in req.headers.iter() {
-        r = r.set(k, v);
-    }
-    match r.call() {
-        // The body is read to its end: only then does the connection go back to the pool
-        // (an unread body closes it, and the next request would pay for a new one).
-        Ok(resp) => {
-            let status = resp.status();
-            match resp.into_string() {
-                Ok(_) => Outcome {
-                    status,
-                    code: String::new(),
-                },
-                Err(e) => Outcome {
-                    status: 0,
-                    code: format!("transport: {e}"),
-                },
-            }
-        }
-        Err(ureq::Error::Status(status, resp)) => {
-            let body: serde_json::Value = resp.into_json().unwrap_or_default();
-            Outcome {
-                status,
-                code: body["error"]["code"].as_str().unwrap_or("").to_owned(),
-            }
-        }
-        Err(e) => Outcome {
-            status: 0,
-            code: format!("transport: {}", e.kind()),
-        },
-    }
 }
 
 impl Kind {

@@ -7,6 +7,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 
 use crate::setup::{Fleet, Identity};
+use crate::wire;
 
 /// What a request is meant to test, and so what answer it must get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,8 +103,8 @@ impl Mix {
 /// One ready-to-send request.
 pub struct Prepared {
     pub kind: Kind,
-    pub target: String,
-    pub headers: [(&'static str, String); 4],
+    /// The whole HTTP request, as written to the connection.
+    pub bytes: Vec<u8>,
 }
 
 fn sign(
@@ -147,6 +148,7 @@ pub fn prepare(
     run: std::time::Duration,
 ) -> Result<Vec<Prepared>, String> {
     let ts = unix_in((run.as_secs() / 2).min(55));
+    let authority = wire::authority(&fleet.server)?;
     let originals = if mix.replay > 0 {
         seed_originals(fleet, &ts)?
     } else {
@@ -161,7 +163,7 @@ pub fn prepare(
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|from| {
-                let (ts, originals, forger) = (&ts, &originals, &forger);
+                let (ts, originals, forger, authority) = (&ts, &originals, &forger, &authority);
                 scope.spawn(move || {
                     (from..(from + chunk).min(n))
                         .map(|i| {
@@ -192,8 +194,7 @@ pub fn prepare(
                             };
                             Prepared {
                                 kind,
-                                target: fleet.target.clone(),
-                                headers,
+                                bytes: wire::get_request(authority, &fleet.target, &headers),
                             }
                         })
                         .collect::<Vec<_>>()

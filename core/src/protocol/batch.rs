@@ -38,7 +38,7 @@ impl Candidate<'_> {
     /// Whether the candidate may join a batch: the checks `verify_strict` makes that a
     /// batch equation cannot.
     fn batchable(&self) -> bool {
-        !self.key.is_weak() && r_is_canonical(&self.signature.r_bytes())
+        !self.key.is_weak() && r_is_canonical(self.signature.r_bytes())
     }
 }
 
