@@ -18,7 +18,9 @@ pub enum Durability {
     /// The response waits until the event's batch is synced to the write-ahead log.
     #[default]
     Sync,
-    /// The response does not wait. A crash can lose the last events of served reads.
+    /// The response does not wait, and batches of such events are written without syncing
+    /// the write-ahead log: a process crash loses only what was still queued, a machine
+    /// crash also what the operating system had not yet written.
     Async,
 }
 
@@ -48,6 +50,11 @@ enum Ack {
 }
 
 impl Ack {
+    /// Whether somebody waits for the event to be durable.
+    fn waits(&self) -> bool {
+        !matches!(self, Ack::None)
+    }
+
     fn send(self, result: Result<u64, AuditUnavailable>) {
         match self {
             Ack::None => {}
@@ -267,6 +274,10 @@ impl Writer {
                 wb.put_raw(Cf::AuditByMachine, &by_machine, &[])?;
             }
         }
-        wb.commit(true)
+        // Synced when anyone waits on the batch: a durable read, an admin change. A batch
+        // of events nobody waits for (async reads, failed authentications) goes to the
+        // write-ahead log unsynced; the next synced batch makes it durable with itself.
+        let sync = pending.iter().any(|p| p.ack.waits() || p.writes.is_some());
+        wb.commit(sync)
     }
 }
