@@ -70,7 +70,9 @@ fn bench(c: &mut Criterion) {
     vaults.create(vault.clone(), None).unwrap();
     let project = ProjectName::parse("app").unwrap();
     let secret = SecretName::parse("db").unwrap();
-    vaults.create_project(&vault, project.clone(), None).unwrap();
+    vaults
+        .create_project(&vault, project.clone(), None)
+        .unwrap();
     vaults
         .put_secret(
             &vault,

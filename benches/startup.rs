@@ -126,7 +126,10 @@ fn start(data: &Path) -> (Duration, f64, f64) {
     let at_start = rss_mib(child.id());
     // Let the first sweep and any start-up work finish, then touch the server once.
     std::thread::sleep(Duration::from_secs(3));
-    let health = ureq::get(&format!("{url}/healthz")).call().unwrap().status();
+    let health = ureq::get(&format!("{url}/healthz"))
+        .call()
+        .unwrap()
+        .status();
     assert_eq!(health, 200);
     let settled = rss_mib(child.id());
     child.kill().unwrap();

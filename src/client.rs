@@ -76,12 +76,13 @@ impl Identity {
         let key_path = PathBuf::from(get("key")?);
         // The PEM text holds the private key: wiped when dropped, like the `SigningKey`
         // made from it (ed25519-dalek zeroises signing keys on drop).
-        let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&key_path).map_err(
-            |source| IdentityError::Read {
-                path: key_path.clone(),
-                source,
-            },
-        )?);
+        let pem =
+            zeroize::Zeroizing::new(std::fs::read_to_string(&key_path).map_err(|source| {
+                IdentityError::Read {
+                    path: key_path.clone(),
+                    source,
+                }
+            })?);
         let key =
             SigningKey::from_pkcs8_pem(&pem).map_err(|_| IdentityError::Key { path: key_path })?;
         Ok(Self {

@@ -173,7 +173,11 @@ impl LimitsConfig {
     fn check(&self) -> Result<(), ConfigError> {
         let secs = |d: Duration| d.as_secs_f64();
         let rules: [(bool, &'static str, &'static str); 6] = [
-            (self.max_body_bytes >= 1024, "max_body_bytes", "at least 1024"),
+            (
+                self.max_body_bytes >= 1024,
+                "max_body_bytes",
+                "at least 1024",
+            ),
             (
                 (1024..=1024 * 1024).contains(&self.max_header_bytes),
                 "max_header_bytes",

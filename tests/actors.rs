@@ -59,7 +59,9 @@ async fn a_killed_machine_actor_comes_back_with_the_same_state() {
         expires_at: Utc::now() + TimeDelta::hours(1),
         used_at: None,
     };
-    machines.create(rec, &token.key, &token_record, None).unwrap();
+    machines
+        .create(rec, &token.key, &token_record, None)
+        .unwrap();
 
     let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let now = Utc::now();

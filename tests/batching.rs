@@ -110,7 +110,7 @@ fn run_bursts(server: &Server, m: &Machine) -> bool {
                 _ => {
                     // The machine's own signature, over a different target.
                     let mut r = raw_request(m, &m.id, "/v1/default/secrets/app/other");
-                    let line_end = r.iter().position(|b| *b == b'\r').unwrap();
+                    let line_end = r.iter().position(|b| *b == b'\r').expect("a request line");
                     let mut fixed = format!("GET {TARGET} HTTP/1.1").into_bytes();
                     fixed.extend_from_slice(&r[line_end..]);
                     r = fixed;

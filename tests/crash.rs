@@ -250,7 +250,7 @@ fn machine_writer(c: &Client, round: usize, stop: &AtomicBool, acks: &Mutex<Acks
             a.machines.len() - 1
         };
         let base = format!("/v1/default/machines/{id}");
-        for step in 1..MACHINE_STEPS.len() {
+        for (step, action) in MACHINE_STEPS.iter().enumerate().skip(1) {
             let answer = match step {
                 1 => c.register(created["bootstrap"]["url"].as_str().unwrap(), &key),
                 2 => c.admin("POST", &format!("{base}/approve"), None),
@@ -260,8 +260,7 @@ fn machine_writer(c: &Client, round: usize, stop: &AtomicBool, acks: &Mutex<Acks
             let Some((status, body)) = answer else { return };
             let mut a = acks.lock().unwrap();
             if status != 200 {
-                a.unexpected
-                    .push(format!("{}: {status} {body}", MACHINE_STEPS[step]));
+                a.unexpected.push(format!("{action}: {status} {body}"));
                 return;
             }
             a.machines[slot].acked = step + 1;

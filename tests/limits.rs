@@ -111,8 +111,14 @@ fn an_idle_kept_alive_connection_is_closed_after_keep_alive() {
 #[test]
 fn limits_out_of_range_are_refused_at_start_with_the_key_named() {
     for (limits, key) in [
-        ("max_connections_per_worker = 0", "limits.max_connections_per_worker"),
-        ("request_header_timeout = \"0s\"", "limits.request_header_timeout"),
+        (
+            "max_connections_per_worker = 0",
+            "limits.max_connections_per_worker",
+        ),
+        (
+            "request_header_timeout = \"0s\"",
+            "limits.request_header_timeout",
+        ),
         ("max_header_bytes = 10", "limits.max_header_bytes"),
         ("keep_alive = \"2h\"", "limits.keep_alive"),
     ] {

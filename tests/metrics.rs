@@ -79,7 +79,10 @@ fn metrics_show_exactly_the_requests_that_were_made() {
                         .iter()
                         .any(|s| name.strip_suffix(s) == Some(e))
             });
-            assert!(known, "{file} queries {name}, which /metrics does not expose");
+            assert!(
+                known,
+                "{file} queries {name}, which /metrics does not expose"
+            );
         }
     }
 }

@@ -96,7 +96,9 @@ impl Connection {
     fn exchange(&mut self, request: &[u8]) -> io::Result<Outcome> {
         let stream = match &mut self.stream {
             Some(s) => s,
-            None => self.stream.insert(BufReader::new(connect(&self.authority)?)),
+            None => self
+                .stream
+                .insert(BufReader::new(connect(&self.authority)?)),
         };
         stream.get_mut().write_all(request)?;
 
@@ -122,7 +124,11 @@ impl Connection {
             };
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse::<usize>().map_err(|_| bad("bad Content-Length"))?);
+                length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| bad("bad Content-Length"))?,
+                );
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 return Err(bad("chunked answers are not supported"));
             } else if name.eq_ignore_ascii_case("connection") {
@@ -187,7 +193,10 @@ mod tests {
 
     #[test]
     fn the_authority_is_the_host_and_port_of_a_plain_http_url() {
-        assert_eq!(authority("http://127.0.0.1:8750/").unwrap(), "127.0.0.1:8750");
+        assert_eq!(
+            authority("http://127.0.0.1:8750/").unwrap(),
+            "127.0.0.1:8750"
+        );
         assert!(authority("https://127.0.0.1:8750").is_err());
         assert!(authority("http://127.0.0.1:8750/v1").is_err());
     }
@@ -195,7 +204,10 @@ mod tests {
     #[test]
     fn a_request_is_written_with_its_host_and_headers() {
         let bytes = get_request("h:1", "/p?q", &[("X-Nonce", "n".to_owned())]);
-        assert_eq!(bytes, b"GET /p?q HTTP/1.1\r\nHost: h:1\r\nX-Nonce: n\r\n\r\n");
+        assert_eq!(
+            bytes,
+            b"GET /p?q HTTP/1.1\r\nHost: h:1\r\nX-Nonce: n\r\n\r\n"
+        );
     }
 
     /// Answers each request on one connection with the next canned answer, then closes.
@@ -229,18 +241,26 @@ mod tests {
             )
             .into_boxed_str(),
         );
-        let addr = server(vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", second]);
+        let addr = server(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+            second,
+        ]);
         let mut conn = Connection::new(&addr);
         let request = get_request(&addr, "/", &[]);
         let first = conn.send(&request);
         assert_eq!((first.status, first.code.as_str()), (200, ""));
         let second = conn.send(&request);
-        assert_eq!((second.status, second.code.as_str()), (401, "nonce_replayed"));
+        assert_eq!(
+            (second.status, second.code.as_str()),
+            (401, "nonce_replayed")
+        );
     }
 
     #[test]
     fn a_broken_answer_is_a_transport_failure() {
-        let addr = server(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]);
+        let addr = server(vec![
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]);
         let mut conn = Connection::new(&addr);
         let outcome = conn.send(&get_request(&addr, "/", &[]));
         assert_eq!(outcome.status, 0);

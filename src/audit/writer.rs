@@ -142,7 +142,12 @@ impl AuditLog {
         let _ = self.send(event, Ack::None, None);
     }
 
-    fn send(&self, event: NewEvent, ack: Ack, writes: Option<Writes>) -> Result<(), AuditUnavailable> {
+    fn send(
+        &self,
+        event: NewEvent,
+        ack: Ack,
+        writes: Option<Writes>,
+    ) -> Result<(), AuditUnavailable> {
         self.metrics.audit_queue_depth.inc();
         self.tx.send(Pending { event, ack, writes }).map_err(|_| {
             self.metrics.audit_queue_depth.dec();

@@ -282,7 +282,16 @@ async fn create_vault(
         ));
     }
     let name = parse(VaultName::parse(&body.name))?;
-    let event = change_event(&engine, &req, &admin, &name, None, "vault.created", None, None);
+    let event = change_event(
+        &engine,
+        &req,
+        &admin,
+        &name,
+        None,
+        "vault.created",
+        None,
+        None,
+    );
     let audit = Some((event, engine.audit.clone()));
     let e = engine.clone().into_inner();
     // The vault and its event are one write; the vault's first token is issued after.

@@ -7,9 +7,9 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use super::actor::{Audited, Command, MachineActor, MachineError};
-use crate::audit::{AuditLog, ChangeEvent, NewEvent};
 use super::record::{MachineRecord, MachineState};
 use super::snapshot::MachineSnapshot;
+use crate::audit::{AuditLog, ChangeEvent, NewEvent};
 use crate::bootstrap::BootstrapRecord;
 use crate::domain::{MachineId, VaultName};
 use crate::metrics::Metrics;
