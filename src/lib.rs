@@ -18,6 +18,7 @@ pub mod http;
 pub mod machines;
 pub mod metrics;
 pub mod nonce;
+pub mod read_cache;
 pub mod read_path;
 pub mod server;
 pub mod storage;

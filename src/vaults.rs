@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::ChangeEvent;
 use crate::domain::{ProjectName, SecretName, VaultName};
 use crate::guardrails::{GuardrailSpec, Guardrails, IpAllowlist, RuleError};
+use crate::read_cache::ReadCache;
 use crate::storage::{self, Cf, SealError, Sealer, Store, StoreError};
 
 /// Why a vault, project or secret operation failed.
@@ -84,8 +85,8 @@ pub struct Vaults {
     sealer: Sealer,
     /// Serialises secret writes, so that two writers never pick the same version number.
     write_lock: Mutex<()>,
-    heads: moka::sync::Cache<Vec<u8>, Arc<CompiledHead>>,
-    ip_allowlists: moka::sync::Cache<VaultName, Arc<VaultAllowlist>>,
+    heads: ReadCache<Vec<u8>, CompiledHead>,
+    ip_allowlists: ReadCache<VaultName, VaultAllowlist>,
 }
 
 fn secret_key(vault: &VaultName, project: &str, name: &str) -> Vec<u8> {
@@ -107,8 +108,8 @@ impl Vaults {
             store,
             sealer,
             write_lock: Mutex::new(()),
-            heads: moka::sync::Cache::new(100_000),
-            ip_allowlists: moka::sync::Cache::new(10_000),
+            heads: ReadCache::new(100_000),
+            ip_allowlists: ReadCache::new(10_000),
         }
     }
 
@@ -234,9 +235,9 @@ impl Vaults {
             event.detail = Some(serde_json::json!({ "version": version }));
             (event, log)
         });
-        self.commit(writes, audit)?;
-        self.heads.invalidate(&head_key);
-        Ok(version)
+        let committed = self.commit(writes, audit);
+        self.heads.written(&head_key);
+        committed.map(|()| version)
     }
 
     /// The newest version's number and compiled policy, cached until the next write.
@@ -247,18 +248,14 @@ impl Vaults {
         name: &str,
     ) -> Result<Option<Arc<CompiledHead>>, StoreError> {
         let head_key = secret_key(vault, project, name);
-        if let Some(h) = self.heads.get(&head_key) {
-            return Ok(Some(h));
-        }
-        let Some(head) = self.store.get::<SecretHead>(Cf::Secrets, &head_key)? else {
-            return Ok(None);
-        };
-        let compiled = Arc::new(CompiledHead {
-            version: head.version,
-            policy: Guardrails::compile(&head.policy).ok(),
-        });
-        self.heads.insert(head_key, compiled.clone());
-        Ok(Some(compiled))
+        self.heads
+            .get_or_load(&head_key, || -> Result<_, StoreError> {
+                let head = self.store.get::<SecretHead>(Cf::Secrets, &head_key)?;
+                Ok(head.map(|head| CompiledHead {
+                    version: head.version,
+                    policy: Guardrails::compile(&head.policy).ok(),
+                }))
+            })
     }
 
     /// Decrypts one version of a secret.
@@ -288,9 +285,9 @@ impl Vaults {
         let key = storage::key(&[vault.as_str(), ALLOWLIST_SETTING]);
         let mut writes = storage::Writes::default();
         writes.put(Cf::Settings, &key, setting)?;
-        self.commit(writes, audit)?;
-        self.ip_allowlists.invalidate(vault);
-        Ok(())
+        let committed = self.commit(writes, audit);
+        self.ip_allowlists.written(vault);
+        committed
     }
 
     pub fn ip_allowlist_setting(
@@ -303,18 +300,18 @@ impl Vaults {
 
     /// The compiled vault-wide allowlist, cached until the next change.
     pub fn ip_allowlist(&self, vault: &VaultName) -> Result<Arc<VaultAllowlist>, StoreError> {
-        if let Some(hit) = self.ip_allowlists.get(vault) {
-            return Ok(hit);
-        }
-        let setting = self.ip_allowlist_setting(vault)?;
-        let compiled = match IpAllowlist::parse(&setting.cidrs) {
-            Ok(list) if list.is_empty() => VaultAllowlist::Open,
-            Ok(list) => VaultAllowlist::List(list),
-            Err(_) => VaultAllowlist::Invalid,
-        };
-        let entry = Arc::new(compiled);
-        self.ip_allowlists.insert(vault.clone(), entry.clone());
-        Ok(entry)
+        let loaded = self
+            .ip_allowlists
+            .get_or_load(vault, || -> Result<_, StoreError> {
+                let setting = self.ip_allowlist_setting(vault)?;
+                Ok(Some(match IpAllowlist::parse(&setting.cidrs) {
+                    Ok(list) if list.is_empty() => VaultAllowlist::Open,
+                    Ok(list) => VaultAllowlist::List(list),
+                    Err(_) => VaultAllowlist::Invalid,
+                }))
+            })?;
+        // The loader always gives a value; an absent one would be a bug, so deny.
+        Ok(loaded.unwrap_or_else(|| Arc::new(VaultAllowlist::Invalid)))
     }
 }
 
