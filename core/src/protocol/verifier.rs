@@ -13,12 +13,17 @@
 //! workers keep their own batches.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use prometheus::Histogram;
 use tokio::sync::oneshot;
 
 use super::batch::{verify_each, Candidate};
+
+/// Most passes of the scheduler a leader yields for, after the first, while more
+/// signatures keep arriving.
+const MAX_GATHER_ROUNDS: usize = 8;
 
 /// One request's signature, waiting for its batch.
 struct Job {
@@ -28,8 +33,11 @@ struct Job {
     answer: oneshot::Sender<bool>,
 }
 
+/// The jobs waiting on one worker thread.
+type Queue = Rc<RefCell<Vec<Job>>>;
+
 thread_local! {
-    static QUEUE: RefCell<Vec<Job>> = const { RefCell::new(Vec::new()) };
+    static QUEUE: Queue = Rc::default();
 }
 
 /// Signature verification for the read path: batched across concurrent requests, or one by
@@ -56,21 +64,27 @@ impl SignatureVerifier {
             return key.verify_strict(&message, &signature).is_ok();
         }
         let (answer, answered) = oneshot::channel();
-        let leads = QUEUE.with(|queue| {
-            let mut queue = queue.borrow_mut();
-            queue.push(Job {
+        // Holding the thread's queue (an `Rc`) makes this future impossible to move to
+        // another thread, where it would lead or join a different queue.
+        let queue = QUEUE.with(Rc::clone);
+        let leads = {
+            let mut jobs = queue.borrow_mut();
+            jobs.push(Job {
                 key,
                 message,
                 signature,
                 answer,
             });
-            queue.len() == 1
-        });
+            jobs.len() == 1
+        };
         if leads {
             // The guard checks the queue when dropped, so the requests waiting in it are
             // answered even if this request is cancelled (its client went away) mid-yield.
-            let lead = Lead(self);
-            self.gather().await;
+            let lead = Lead {
+                verifier: self,
+                queue: &queue,
+            };
+            self.gather(&queue).await;
             drop(lead);
         }
         // A dropped sender means the job was lost, which `Lead` does not allow: fail closed.
@@ -80,12 +94,13 @@ impl SignatureVerifier {
     /// Lets the worker run every other request it has ready, so that they queue behind this
     /// one. The first yield can come back before tasks woken by the same poll of the sockets
     /// have run, so the leader yields at least twice, then again for as long as each round
-    /// brings new signatures (up to a batch).
-    async fn gather(&self) {
-        let queued = || QUEUE.with(|queue| queue.borrow().len());
+    /// brings new signatures, up to a batch or [`MAX_GATHER_ROUNDS`], so that a steady
+    /// trickle cannot hold the leader back for long.
+    async fn gather(&self, queue: &Queue) {
+        let queued = || queue.borrow().len();
         tokio::task::yield_now().await;
         let mut seen = queued();
-        loop {
+        for _ in 0..MAX_GATHER_ROUNDS {
             tokio::task::yield_now().await;
             let now = queued();
             if now == seen || now >= self.max_batch {
@@ -96,8 +111,8 @@ impl SignatureVerifier {
     }
 
     /// Checks everything queued on this worker, in batches of at most `max_batch`.
-    fn run_queue(&self) {
-        let jobs = QUEUE.with(|queue| std::mem::take(&mut *queue.borrow_mut()));
+    fn run_queue(&self, queue: &Queue) {
+        let jobs = std::mem::take(&mut *queue.borrow_mut());
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let batch: Vec<Job> = jobs.by_ref().take(self.max_batch).collect();
@@ -120,11 +135,14 @@ impl SignatureVerifier {
 }
 
 /// Held by the request that leads a batch; checks the queue when dropped.
-struct Lead<'a>(&'a SignatureVerifier);
+struct Lead<'a> {
+    verifier: &'a SignatureVerifier,
+    queue: &'a Queue,
+}
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        self.0.run_queue();
+        self.verifier.run_queue(self.queue);
     }
 }
 
