@@ -130,6 +130,8 @@ struct Inner {
     db: ArcSwapOption<DB>,
     path: PathBuf,
     reopen: Mutex<()>,
+    /// How many times the database has been reopened.
+    reopened: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -179,6 +181,7 @@ impl Store {
                 db: ArcSwapOption::from_pointee(db),
                 path: path.to_owned(),
                 reopen: Mutex::new(()),
+                reopened: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -221,7 +224,18 @@ impl Store {
         }
         let db = open_read_write(&self.inner.path)?;
         self.inner.db.store(Some(Arc::new(db)));
+        self.inner
+            .reopened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// How many times [`Store::reopen`] has succeeded: a write that failed before the count
+    /// moved may still be replayed from the write-ahead log when the database is reopened.
+    pub fn reopened(&self) -> u64 {
+        self.inner
+            .reopened
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

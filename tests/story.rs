@@ -189,11 +189,15 @@ fn weak_and_malformed_public_keys_are_refused() {
     let url = created["bootstrap"]["url"].as_str().unwrap();
     use base64::Engine as _;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    // The identity point (small order) and an all-zero key.
+    // The identity point (small order), an all-zero key, and a real key plus a point of
+    // order 8 (no key generator makes one).
     let mut identity = [0u8; 32];
     identity[0] = 1;
+    let real = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng).verifying_key();
+    let mixed = real.to_edwards() + curve25519_dalek::constants::EIGHT_TORSION[1];
     for (key, expected) in [
         (b64(&identity), "weak_public_key"),
+        (b64(mixed.compress().as_bytes()), "weak_public_key"),
         (b64(&[0u8; 32]), "weak_public_key"),
         (b64(&[1u8; 31]), "invalid_public_key"),
         ("not base64!".to_owned(), "invalid_public_key"),

@@ -13,7 +13,7 @@ mod headers;
 mod verifier;
 mod verify;
 
-pub use batch::{verify_each, Candidate, Checked};
+pub use batch::{key_is_usable, verify_each, Candidate, Checked};
 pub use canonical::{body_digest, canonical_request, BodyDigest, CANONICAL_PREFIX};
 pub use headers::{AuthHeaders, HeaderError, Nonce, HEADER_MACHINE_ID, HEADER_NONCE};
 pub use headers::{HEADER_SIGNATURE, HEADER_TIMESTAMP};

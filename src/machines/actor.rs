@@ -96,7 +96,7 @@ pub enum MachineError {
     },
     #[error("the bootstrap token is unknown, already used or expired")]
     TokenUnusable,
-    #[error("the public key is a weak (small-order) or invalid Ed25519 key")]
+    #[error("the public key is a weak Ed25519 key (small-order, or with a small-order component)")]
     WeakKey,
     #[error("machine is not temporary and has no expiry to extend")]
     NotTemporary,
@@ -126,6 +126,10 @@ pub enum MachineError {
     Audit(#[from] AuditUnavailable),
 }
 
+/// How often an actor whose write failed reads its record back until the store has been
+/// reopened.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The single writer of one machine's record.
 ///
 /// It keeps the record in memory, applies each [`Command`] to a copy, writes the copy to
@@ -137,6 +141,11 @@ pub struct MachineActor {
     handle: Arc<MachineHandle>,
     store: Store,
     metrics: Metrics,
+    /// Set by a write that failed: it may still have reached the disk (a write-ahead-log
+    /// append whose sync failed is replayed when the store is reopened), so the record in
+    /// memory may be behind the stored one. Holds the store's reopen count at the failure;
+    /// the record is read back once the store has been reopened since.
+    unsure_since: Option<u64>,
 }
 
 impl std::fmt::Debug for MachineActor {
@@ -159,7 +168,55 @@ impl MachineActor {
             handle,
             store,
             metrics,
+            unsure_since: None,
         }
+    }
+
+    /// Adopts `next` as the machine's record and publishes it.
+    fn adopt(&mut self, next: MachineRecord) {
+        if next.state != self.record.state {
+            self.metrics
+                .machines
+                .with_label_values(&[self.record.state.as_str()])
+                .dec();
+            self.metrics
+                .machines
+                .with_label_values(&[next.state.as_str()])
+                .inc();
+        }
+        self.record = next;
+        self.publish();
+    }
+
+    /// After a failed write, reads the record back from the store, so that memory and the
+    /// snapshot follow what the disk holds. The doubt ends only once the store has been
+    /// reopened since the failure: until then a write-ahead-log record of the failed write
+    /// may still be replayed. (Commands meanwhile work from the stored record; while the
+    /// store is broken their own writes fail too.)
+    fn settle(&mut self) -> Result<(), MachineError> {
+        let Some(failed_at) = self.unsure_since else {
+            return Ok(());
+        };
+        let reopened = self.store.reopened() != failed_at;
+        let key = machine_key(&self.record.vault, self.record.id);
+        if let Some(stored) = self.store.get::<MachineRecord>(Cf::Machines, &key)? {
+            self.adopt(stored);
+        }
+        if reopened {
+            self.unsure_since = None;
+        }
+        Ok(())
+    }
+
+    /// Repeats [`Self::settle`] until the doubt ends, so that a change that did reach the
+    /// disk takes effect on the read path even if no further command comes.
+    fn settle_later(&self, ctx: &mut Context<Self>) {
+        use actix::AsyncContext as _;
+        ctx.run_later(SETTLE_EVERY, |actor, ctx| {
+            if actor.settle().is_err() || actor.unsure_since.is_some() {
+                actor.settle_later(ctx);
+            }
+        });
     }
 
     fn publish(&self) {
@@ -167,14 +224,12 @@ impl MachineActor {
             .publish(MachineSnapshot::from_record(&self.record));
     }
 
-    /// Writes the next record, its expiry index entry and a consumed token, synced; with
-    /// `audit`, in the same batch as the event that records the change.
-    fn persist(
+    /// The writes that store the next record, its expiry index entry and a consumed token.
+    fn changes(
         &self,
         next: &MachineRecord,
         token: Option<&ConsumedToken>,
-        audit: Option<(NewEvent, AuditLog)>,
-    ) -> Result<(), MachineError> {
+    ) -> Result<Writes, MachineError> {
         let mut writes = Writes::default();
         writes.put(Cf::Machines, &machine_key(&next.vault, next.id), next)?;
         let old_index = index_entry(&self.record);
@@ -190,6 +245,15 @@ impl MachineActor {
         if let Some((key, record)) = token {
             writes.put(Cf::Bootstrap, key, record)?;
         }
+        Ok(writes)
+    }
+
+    /// Writes `writes`, synced; with `audit`, in the same batch as its event.
+    fn commit(
+        &self,
+        writes: Writes,
+        audit: Option<(NewEvent, AuditLog)>,
+    ) -> Result<(), MachineError> {
         match audit {
             Some((event, log)) => {
                 log.commit_with(event, writes)?;
@@ -215,20 +279,17 @@ impl MachineActor {
             ctx.stop();
             return Err(MachineError::Restarting);
         }
+        self.settle()?;
         let (next, token) = self.apply(cmd)?;
-        self.persist(&next, token.as_ref(), audit)?;
-        if next.state != self.record.state {
-            self.metrics
-                .machines
-                .with_label_values(&[self.record.state.as_str()])
-                .dec();
-            self.metrics
-                .machines
-                .with_label_values(&[next.state.as_str()])
-                .inc();
+        let writes = self.changes(&next, token.as_ref())?;
+        let reopened = self.store.reopened();
+        if let Err(err) = self.commit(writes, audit) {
+            if self.unsure_since.replace(reopened).is_none() {
+                self.settle_later(ctx);
+            }
+            return Err(err);
         }
-        self.record = next;
-        self.publish();
+        self.adopt(next);
         Ok(self.record.clone())
     }
 
@@ -355,7 +416,7 @@ impl MachineActor {
         self.require(MachineState::Created, "registered", now)?;
         let key = ed25519_dalek::VerifyingKey::from_bytes(&public_key)
             .map_err(|_| MachineError::WeakKey)?;
-        if key.is_weak() {
+        if !crate::protocol::key_is_usable(&key) {
             return Err(MachineError::WeakKey);
         }
         token.used_at = Some(now);
@@ -410,7 +471,7 @@ impl Supervised for MachineActor {
         self.metrics.actor_restarts.inc();
         let key = machine_key(&self.record.vault, self.record.id);
         match self.store.get::<MachineRecord>(Cf::Machines, &key) {
-            Ok(Some(record)) => self.record = record,
+            Ok(Some(record)) => self.adopt(record),
             Ok(None) => {
                 tracing::error!(machine.id = %self.record.id, "machine record missing on restart")
             }

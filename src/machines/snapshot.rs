@@ -93,5 +93,5 @@ impl MachineSnapshot {
 fn parse_key(b64: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = STANDARD.decode(b64).ok()?.try_into().ok()?;
     let key = VerifyingKey::from_bytes(&bytes).ok()?;
-    (!key.is_weak()).then_some(key)
+    crate::protocol::key_is_usable(&key).then_some(key)
 }

@@ -11,6 +11,11 @@
 //!   with such a key a batch would accept forgeries made without any private key;
 //! - an `R` whose encoding is not canonical is refused before batching, as `verify_strict`
 //!   (which compares encodings) would;
+//! - an `R` that is itself a small-order point (the identity, for one, would let
+//!   `S = k·a` pass every batch) never enters a batch, and `verify_strict` refuses it;
+//! - keys with a small-order component never reach this module: [`key_is_usable`] refuses
+//!   them at registration and when a stored key is loaded. (With such a key the batch
+//!   equation would accept some signatures that `verify_strict` refuses.)
 //! - a non-canonical `S` makes the library refuse the batch, and the fallback refuses it.
 //!
 //! What remains: the batch equation is cofactorless, like `verify_strict`, but it can accept a
@@ -20,7 +25,18 @@
 //! replay protection is by nonce, not by signature bytes, such a malleated signature gains
 //! its maker nothing they could not have by signing properly.
 
+use std::sync::OnceLock;
+
+use curve25519_dalek::constants::EIGHT_TORSION;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
+
+/// Whether a machine may hold `key`: neither a small-order point nor a point with a
+/// small-order component. No key-generation procedure makes either; both let signatures
+/// pass checks they should not (a small-order key lets anyone forge).
+pub fn key_is_usable(key: &VerifyingKey) -> bool {
+    !key.is_weak() && key.to_edwards().is_torsion_free()
+}
 
 /// One signature to check: the key it should verify under and the message it covers.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +54,37 @@ impl Candidate<'_> {
     /// Whether the candidate may join a batch: the checks `verify_strict` makes that a
     /// batch equation cannot.
     fn batchable(&self) -> bool {
-        !self.key.is_weak() && r_is_canonical(self.signature.r_bytes())
+        let r = self.signature.r_bytes();
+        !self.key.is_weak() && r_is_canonical(r) && !small_order_encodings().contains(r)
     }
+}
+
+/// Every canonical encoding that decodes to one of the eight small-order points: each
+/// point's compression, and, for the two with x = 0, the same with the sign bit set, which
+/// decoders accept too. (Encodings of y >= p are refused by [`r_is_canonical`].)
+fn small_order_encodings() -> &'static [[u8; 32]] {
+    static ENCODINGS: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
+    ENCODINGS.get_or_init(|| {
+        let mut encodings = Vec::new();
+        for point in EIGHT_TORSION {
+            let bytes = point.compress().to_bytes();
+            let mut flipped = bytes;
+            flipped[31] ^= 0x80;
+            // With x != 0 the flipped encoding is the negated point's, also in the list.
+            let flipped_decodes = CompressedEdwardsY(flipped)
+                .decompress()
+                .is_some_and(|p| p.is_small_order());
+            for candidate in [Some(bytes), flipped_decodes.then_some(flipped)]
+                .into_iter()
+                .flatten()
+            {
+                if !encodings.contains(&candidate) {
+                    encodings.push(candidate);
+                }
+            }
+        }
+        encodings
+    })
 }
 
 /// Whether the field element encoded in a point's bytes is below p = 2^255 - 19.
@@ -227,6 +272,81 @@ mod tests {
         assert!(ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok());
 
         assert_eq!(check(&cases).valid, vec![true, false, true]);
+    }
+
+    /// A signature whose `R` is the small-order point encoded by `r` and whose `S` is
+    /// `k·a`: it satisfies the batch equation (`S·B = R + k·A` up to the small-order `R`,
+    /// which the random weights do not always cancel but the identity always does).
+    fn small_order_r_signature(seed: u8, message: &str, r: [u8; 32]) -> Case {
+        use sha2::{Digest, Sha512};
+        let signing = SigningKey::from_bytes(&[seed; 32]);
+        let key = signing.verifying_key();
+        let k = Scalar::from_bytes_mod_order_wide(
+            &Sha512::new()
+                .chain_update(r)
+                .chain_update(key.as_bytes())
+                .chain_update(message.as_bytes())
+                .finalize()
+                .into(),
+        );
+        let s = k * signing.to_scalar();
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&r);
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Case {
+            key,
+            message: message.as_bytes().to_vec(),
+            signature: Signature::from_bytes(&bytes),
+        }
+    }
+
+    #[test]
+    fn an_identity_r_with_s_equal_to_k_times_a_is_refused_like_verify_strict() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut identity_with_sign = identity;
+        identity_with_sign[31] = 0x80;
+        for r in [identity, identity_with_sign] {
+            let forged = small_order_r_signature(5, "d", r);
+            // The batch equation alone would take it: this is what the check guards against.
+            assert!(
+                ed25519_dalek::verify_batch(
+                    &[forged.message.as_slice()],
+                    &[forged.signature],
+                    &[forged.key]
+                )
+                .is_ok(),
+                "{r:02x?}"
+            );
+            let cases = vec![signed(1, "a"), forged, signed(2, "b")];
+            assert_eq!(check(&cases).valid, vec![true, false, true], "{r:02x?}");
+            assert_eq!(check(&cases).valid, strict(&cases));
+        }
+    }
+
+    #[test]
+    fn every_small_order_encoding_is_listed_and_nothing_else() {
+        let list = small_order_encodings();
+        // Eight points, plus the sign-bit twins of the identity and of (0, -1).
+        assert_eq!(list.len(), 10);
+        for bytes in list {
+            let point = CompressedEdwardsY(*bytes).decompress().expect("decodes");
+            assert!(point.is_small_order());
+        }
+        assert!(!list.contains(SigningKey::from_bytes(&[9; 32]).verifying_key().as_bytes()));
+    }
+
+    #[test]
+    fn keys_with_a_small_order_component_are_not_usable() {
+        let honest = SigningKey::from_bytes(&[7; 32]).verifying_key();
+        assert!(key_is_usable(&honest));
+        let mixed = honest.to_edwards() + EIGHT_TORSION[1];
+        let mixed = VerifyingKey::from_bytes(mixed.compress().as_bytes()).expect("a point");
+        assert!(!mixed.is_weak(), "not small-order itself");
+        assert!(!key_is_usable(&mixed));
+        let identity =
+            VerifyingKey::from_bytes(&EIGHT_TORSION[0].compress().to_bytes()).expect("a point");
+        assert!(!key_is_usable(&identity));
     }
 
     #[test]
