@@ -173,4 +173,18 @@ impl Engine {
     pub fn housekeeping(&self) {
         self.failed_auth.run_pending_tasks();
     }
+
+    /// Writes what is still pending before the process exits: the summaries of
+    /// failed-authentication windows still open, then every queued audit event, synced.
+    pub async fn shutdown(&self) {
+        // Removing an entry summarises its window, as its expiry would.
+        for (machine, _) in self.failed_auth.iter() {
+            self.failed_auth.invalidate(&*machine);
+        }
+        self.failed_auth.run_pending_tasks();
+        match self.audit.drain().await {
+            Ok(()) => tracing::info!("audit log drained"),
+            Err(_) => tracing::error!("audit events still queued at shutdown were not written"),
+        }
+    }
 }

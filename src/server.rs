@@ -140,6 +140,7 @@ async fn serve(config: Config) -> Result<(), StartError> {
     println!("tempvault listening on http://{bound}");
     let _ = std::io::stdout().flush();
     server.await?;
+    engine.shutdown().await;
     Ok(())
 }
 

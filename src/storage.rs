@@ -238,6 +238,11 @@ impl Store {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Syncs the write-ahead log: everything written so far survives a machine crash.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        Ok(self.db()?.flush_wal(true)?)
+    }
+
     pub fn get_raw(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db()?;
         Ok(db.get_cf(handle(&db, cf)?, key)?)

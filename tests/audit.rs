@@ -260,6 +260,46 @@ fn dropped_failures_are_summarised_in_one_event_when_the_window_ends() {
 }
 
 #[test]
+fn a_graceful_stop_writes_open_failure_summaries_and_queued_events() {
+    // Async audit, and a window far longer than the test: without the shutdown drain the
+    // summary would never be written, and async reads could still be queued.
+    let mut server = Server::start_with(common::Options {
+        extra: "[audit]\ndurability = \"async\"\nfailed_auth_window = \"1h\"\n".into(),
+        ..Default::default()
+    });
+    server.seed_secret("app", "key", "v");
+    let m = server.ready_machine("app", "key");
+    let forger = m.forger();
+    for _ in 0..23 {
+        assert_eq!(server.signed(&forger, "GET", TARGET).0, 401);
+    }
+    for _ in 0..40 {
+        assert_eq!(server.signed(&m, "GET", TARGET).0, 200);
+    }
+    let status = server.restart_gracefully();
+    assert!(status.success(), "{status:?}");
+
+    let events = server.audit_of(&m.id);
+    let summary = "auth.failures_dropped";
+    let count = |outcome: &str| {
+        events
+            .iter()
+            .filter(|e| e["outcome"] == outcome && e["action"] != summary)
+            .count()
+    };
+    assert_eq!(count("allowed"), 40, "{events:?}");
+    assert_eq!(count("failed"), 20, "{events:?}");
+    let summary = events
+        .iter()
+        .find(|e| e["action"] == summary)
+        .expect("the open window's summary");
+    assert_eq!(summary["detail"]["dropped"], 3, "{summary}");
+    server.kill();
+    let (ok, out) = verify(&server.data);
+    assert!(ok, "{out}");
+}
+
+#[test]
 fn audit_verify_confirms_an_intact_chain_and_names_each_kind_of_tampering() {
     let mut server = Server::start();
     server.seed_secret("app", "key", "v");

@@ -40,6 +40,17 @@ struct Pending {
     writes: Option<Writes>,
 }
 
+/// What the writer thread is sent.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are the traffic and drains rare; boxing would allocate per event"
+)]
+enum Item {
+    Event(Pending),
+    /// Answered once every item sent before it is written and the write-ahead log synced.
+    Drain(oneshot::Sender<Result<(), AuditUnavailable>>),
+}
+
 /// Who waits for an event to be durable, and how.
 enum Ack {
     None,
@@ -71,7 +82,7 @@ impl Ack {
 /// The sending side of the audit writer.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::UnboundedSender<Item>,
     durability: Durability,
     metrics: Metrics,
 }
@@ -137,6 +148,16 @@ impl AuditLog {
         !self.tx.is_closed()
     }
 
+    /// Waits until every event queued before the call is written and the write-ahead log is
+    /// synced; for shutdown, after the last request.
+    pub async fn drain(&self) -> Result<(), AuditUnavailable> {
+        let (done, drained) = oneshot::channel();
+        self.tx
+            .send(Item::Drain(done))
+            .map_err(|_| AuditUnavailable)?;
+        drained.await.map_err(|_| AuditUnavailable)?
+    }
+
     /// Queues an event without waiting for it.
     pub fn record_later(&self, event: NewEvent) {
         let _ = self.send(event, Ack::None, None);
@@ -149,7 +170,8 @@ impl AuditLog {
         writes: Option<Writes>,
     ) -> Result<(), AuditUnavailable> {
         self.metrics.audit_queue_depth.inc();
-        self.tx.send(Pending { event, ack, writes }).map_err(|_| {
+        let item = Item::Event(Pending { event, ack, writes });
+        self.tx.send(item).map_err(|_| {
             self.metrics.audit_queue_depth.dec();
             AuditUnavailable
         })
@@ -168,7 +190,7 @@ fn chain_head(store: &Store) -> Result<(u64, String), StoreError> {
 struct Writer {
     store: Store,
     metrics: Metrics,
-    rx: mpsc::UnboundedReceiver<Pending>,
+    rx: mpsc::UnboundedReceiver<Item>,
     next_seq: u64,
     head: String,
     /// Set by a failed write: when the store was last found broken. The writer then
@@ -182,14 +204,27 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 impl Writer {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(64);
+        let mut drains = Vec::new();
         while let Some(first) = self.rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                let Ok(more) = self.rx.try_recv() else { break };
-                batch.push(more);
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Item::Event(pending) => batch.push(pending),
+                    Item::Drain(done) => drains.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = self.rx.try_recv().ok();
+                }
             }
             self.metrics.audit_queue_depth.sub(batch.len() as i64);
-            self.flush(&mut batch);
+            if !batch.is_empty() {
+                self.flush(&mut batch);
+            }
+            // Everything sent before a drain request is in this batch or an earlier one.
+            for done in drains.drain(..) {
+                let synced = self.store.sync_wal().map_err(|_| AuditUnavailable);
+                let _ = done.send(synced);
+            }
         }
     }
 
@@ -279,10 +314,62 @@ impl Writer {
                 wb.put_raw(Cf::AuditByMachine, &by_machine, &[])?;
             }
         }
-        // Synced when anyone waits on the batch: a durable read, an admin change. A batch
-        // of events nobody waits for (async reads, failed authentications) goes to the
-        // write-ahead log unsynced; the next synced batch makes it durable with itself.
-        let sync = pending.iter().any(|p| p.ack.waits() || p.writes.is_some());
-        wb.commit(sync)
+        wb.commit(needs_sync(pending))
+    }
+}
+
+/// Whether a batch must be synced to the write-ahead log before it is acknowledged: when
+/// anyone waits on it (a durable read, an admin change) or it carries a change. A batch of
+/// events nobody waits for (async reads, failed authentications) is written unsynced; the
+/// next synced batch makes it durable with itself.
+fn needs_sync(pending: &[Pending]) -> bool {
+    pending.iter().any(|p| p.ack.waits() || p.writes.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::audit::Outcome;
+    use crate::domain::VaultName;
+
+    fn pending(ack: Ack, writes: Option<Writes>) -> Pending {
+        Pending {
+            event: NewEvent {
+                time: Utc::now(),
+                vault: VaultName::parse("default").unwrap(),
+                machine: None,
+                actor: "system".to_owned(),
+                action: "test",
+                secret: None,
+                outcome: Outcome::Ok,
+                reason: None,
+                source_ip: None,
+                country: None,
+                request_id: String::new(),
+                detail: None,
+            },
+            ack,
+            writes,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_synced_exactly_when_someone_waits_or_it_carries_a_change() {
+        let unwaited = || pending(Ack::None, None);
+        assert!(!needs_sync(&[unwaited(), unwaited()]));
+
+        let (task, _task_rx) = oneshot::channel();
+        assert!(needs_sync(&[unwaited(), pending(Ack::Task(task), None)]));
+
+        let (thread, _thread_rx) = std::sync::mpsc::sync_channel(1);
+        assert!(needs_sync(&[
+            pending(Ack::Thread(thread), None),
+            unwaited()
+        ]));
+
+        let change = pending(Ack::None, Some(Writes::default()));
+        assert!(needs_sync(&[unwaited(), change]));
     }
 }

@@ -96,6 +96,22 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Stops the process as an operator would (SIGTERM), waits for it to exit and starts it
+    /// again on the same data directory and configuration. Returns the stopped process's
+    /// exit status.
+    pub fn restart_gracefully(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let status = self.child.wait().expect("wait");
+        let (child, url) = spawn(&self.config, None);
+        self.child = child;
+        self.url = url;
+        status
+    }
+
     /// Kills and starts again on the same data directory and configuration.
     pub fn restart(&mut self) {
         self.kill();
