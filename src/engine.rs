@@ -175,7 +175,8 @@ impl Engine {
     }
 
     /// Writes what is still pending before the process exits: the summaries of
-    /// failed-authentication windows still open, then every queued audit event, synced.
+    /// failed-authentication windows still open, then every queued audit event, synced;
+    /// then closes the store.
     pub async fn shutdown(&self) {
         // Removing an entry summarises its window, as its expiry would.
         for (machine, _) in self.failed_auth.iter() {
@@ -185,6 +186,9 @@ impl Engine {
         match self.audit.drain().await {
             Ok(()) => tracing::info!("audit log drained"),
             Err(_) => tracing::error!("audit events still queued at shutdown were not written"),
+        }
+        if let Err(err) = self.store.close() {
+            tracing::error!(error = %err, "the store could not be closed cleanly");
         }
     }
 }

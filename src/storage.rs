@@ -169,6 +169,16 @@ fn open_read_write(path: &Path) -> Result<DB, StoreError> {
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }
 
+/// Closes `db` once operations in flight have let go of it (at most five seconds); gives it
+/// back if they have not.
+fn release(db: Arc<DB>) -> Result<(), Arc<DB>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Arc::strong_count(&db) > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Arc::try_unwrap(db).map(drop)
+}
+
 fn handle(db: &DB, cf: Cf) -> Result<&rocksdb::ColumnFamily, StoreError> {
     db.cf_handle(cf.name())
         .ok_or(StoreError::MissingCf(cf.name()))
@@ -210,17 +220,11 @@ impl Store {
     pub fn reopen(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.inner.reopen.lock();
         if let Some(old) = self.inner.db.swap(None) {
-            // RocksDB allows one open handle per directory: wait for operations in flight
-            // to let go of the old one.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            if Arc::strong_count(&old) > 1 {
+            // RocksDB allows one open handle per directory: the old one must be closed.
+            if let Err(old) = release(old) {
                 self.inner.db.store(Some(old));
                 return Err(StoreError::Unavailable);
             }
-            drop(old);
         }
         let db = open_read_write(&self.inner.path)?;
         self.inner.db.store(Some(Arc::new(db)));
@@ -236,6 +240,17 @@ impl Store {
         self.inner
             .reopened
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes the database; every later call fails with [`StoreError::Unavailable`]. Call
+    /// last before the process exits: RocksDB's threads still running while the process
+    /// tears down its statics abort it.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.inner.reopen.lock();
+        match self.inner.db.swap(None) {
+            Some(db) => release(db).map_err(|_| StoreError::Unavailable),
+            None => Ok(()),
+        }
     }
 
     /// Syncs the write-ahead log: everything written so far survives a machine crash.
