@@ -103,6 +103,7 @@ impl AuditLog {
             next_seq: seq + 1,
             head,
             broken_since: None,
+            lost_since_drain: false,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -149,7 +150,8 @@ impl AuditLog {
     }
 
     /// Waits until every event queued before the call is written and the write-ahead log is
-    /// synced; for shutdown, after the last request.
+    /// synced; for shutdown, after the last request. Fails if the log could not be synced
+    /// or any batch failed since the last drain.
     pub async fn drain(&self) -> Result<(), AuditUnavailable> {
         let (done, drained) = oneshot::channel();
         self.tx
@@ -196,6 +198,8 @@ struct Writer {
     /// Set by a failed write: when the store was last found broken. The writer then
     /// reopens the store, at most every [`REOPEN_EVERY`], before writing again.
     broken_since: Option<Instant>,
+    /// Whether a batch has failed since the last drain request was answered.
+    lost_since_drain: bool,
 }
 
 /// How often a broken store is reopened while writes keep failing.
@@ -222,8 +226,12 @@ impl Writer {
             }
             // Everything sent before a drain request is in this batch or an earlier one.
             for done in drains.drain(..) {
-                let synced = self.store.sync_wal().map_err(|_| AuditUnavailable);
-                let _ = done.send(synced);
+                let drained = if std::mem::take(&mut self.lost_since_drain) {
+                    Err(AuditUnavailable)
+                } else {
+                    self.store.sync_wal().map_err(|_| AuditUnavailable)
+                };
+                let _ = done.send(drained);
             }
         }
     }
@@ -254,8 +262,9 @@ impl Writer {
         }
     }
 
-    fn fail(&self, batch: &mut Vec<Pending>) {
+    fn fail(&mut self, batch: &mut Vec<Pending>) {
         self.metrics.audit_write_failures.inc();
+        self.lost_since_drain = true;
         for p in batch.drain(..) {
             p.ack.send(Err(AuditUnavailable));
         }
