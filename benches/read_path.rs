@@ -93,7 +93,12 @@ fn bench(c: &mut Criterion) {
     let snapshots = dashmap::DashMap::new();
     snapshots.insert(record.id, snapshot);
     let nonces = NonceCache::new(60);
-    let verifier = SignatureVerifier::new(1, Metrics::new().verify_batch_size);
+    let metrics = Metrics::new();
+    let verifier = SignatureVerifier::new(
+        1,
+        metrics.verify_batch_size.clone(),
+        metrics.verify_batch_fallbacks.clone(),
+    );
     let target = "/v1/default/secrets/app/db";
     let ts = Utc::now().timestamp().to_string();
 

@@ -102,6 +102,7 @@ impl Engine {
             verifier: SignatureVerifier::new(
                 config.auth.max_verify_batch,
                 metrics.verify_batch_size.clone(),
+                metrics.verify_batch_fallbacks.clone(),
             ),
             failed_auth: moka::sync::Cache::builder()
                 .max_capacity(100_000)

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub read_seconds: Histogram,
     pub signature_verifications: IntCounterVec,
     pub verify_batch_size: Histogram,
+    pub verify_batch_fallbacks: IntCounter,
     pub nonce_entries: IntGauge,
     pub machines: IntGaugeVec,
     pub sweeps: IntCounter,
@@ -99,6 +100,11 @@ impl Metrics {
                 "tempvault_signature_batch_size",
                 "Signatures of concurrent machine requests verified together.",
                 vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
+            ),
+            verify_batch_fallbacks: counter(
+                &r,
+                "tempvault_signature_batch_fallbacks_total",
+                "Signature batches whose batch equation failed, so each signature in them was checked on its own.",
             ),
             nonce_entries: gauge(
                 &r,

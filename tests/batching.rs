@@ -73,8 +73,8 @@ fn burst(server: &Server, requests: &[Vec<u8>]) -> Vec<(u16, String)> {
         .collect()
 }
 
-/// (batches, signatures) from the verifier's histogram.
-fn batch_counts(server: &Server) -> (f64, f64) {
+/// (batches, signatures, batches that fell back to one-by-one checks) from the metrics.
+fn batch_counts(server: &Server) -> (f64, f64, f64) {
     let metrics = server.metrics();
     let value = |name: &str| {
         metrics
@@ -86,6 +86,7 @@ fn batch_counts(server: &Server) -> (f64, f64) {
     (
         value("tempvault_signature_batch_size_count "),
         value("tempvault_signature_batch_size_sum "),
+        value("tempvault_signature_batch_fallbacks_total "),
     )
 }
 
@@ -148,6 +149,32 @@ fn a_burst_of_mixed_requests_is_verified_in_batches_with_unchanged_answers() {
     assert!(
         run_bursts(&server, &m),
         "in five bursts of 24 the worker never found two signatures to check together"
+    );
+}
+
+#[test]
+fn bursts_of_valid_requests_are_settled_by_batch_equations_alone() {
+    let (server, m) = server(64);
+    let mut batched = false;
+    for _ in 0..5 {
+        let requests: Vec<Vec<u8>> = (0..24).map(|_| raw_request(&m, &m.id, TARGET)).collect();
+        let before = batch_counts(&server);
+        let answers = burst(&server, &requests);
+        for (i, answer) in answers.iter().enumerate() {
+            assert_eq!(answer.0, 200, "request {i}: {answer:?}");
+        }
+        let after = batch_counts(&server);
+        assert_eq!(after.1 - before.1, 24.0, "every signature was checked once");
+        assert_eq!(
+            after.2 - before.2,
+            0.0,
+            "a batch of valid signatures failed its equation"
+        );
+        batched |= after.0 - before.0 < 24.0;
+    }
+    assert!(
+        batched,
+        "in five bursts of 24 nothing was verified in a batch"
     );
 }
 

@@ -104,6 +104,9 @@ pub struct Checked {
     /// Whether one batch equation settled the batchable candidates (false when there was at
     /// most one of them, or the batch failed and each was checked on its own).
     pub batched: bool,
+    /// Whether a batch equation over two or more candidates failed, so that each was
+    /// checked on its own: some signature in the group was bad.
+    pub fell_back: bool,
 }
 
 /// Checks every candidate; a candidate is valid exactly when `verify_strict` says so, up to
@@ -118,6 +121,7 @@ pub fn verify_each(candidates: &[Candidate<'_>]) -> Checked {
         return Checked {
             valid,
             batched: false,
+            fell_back: false,
         };
     }
 
@@ -128,6 +132,7 @@ pub fn verify_each(candidates: &[Candidate<'_>]) -> Checked {
         return Checked {
             valid,
             batched: true,
+            fell_back: false,
         };
     }
     for i in in_batch {
@@ -136,6 +141,7 @@ pub fn verify_each(candidates: &[Candidate<'_>]) -> Checked {
     Checked {
         valid,
         batched: false,
+        fell_back: true,
     }
 }
 
@@ -206,6 +212,7 @@ mod tests {
         let cases: Vec<Case> = (1..=8).map(|i| signed(i, &format!("m{i}"))).collect();
         let checked = check(&cases);
         assert!(checked.batched);
+        assert!(!checked.fell_back);
         assert_eq!(checked.valid, vec![true; 8]);
     }
 

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use tokio::sync::oneshot;
 
 use super::batch::{verify_each, Candidate};
@@ -46,14 +46,18 @@ thread_local! {
 pub struct SignatureVerifier {
     max_batch: usize,
     batch_size: Histogram,
+    fallbacks: IntCounter,
 }
 
 impl SignatureVerifier {
     /// `max_batch` of 1 turns batching off: every signature is checked on its own, at once.
-    pub fn new(max_batch: usize, batch_size: Histogram) -> Self {
+    /// `fallbacks` counts batches whose equation failed, so that each signature in them was
+    /// checked on its own.
+    pub fn new(max_batch: usize, batch_size: Histogram, fallbacks: IntCounter) -> Self {
         Self {
             max_batch: max_batch.max(1),
             batch_size,
+            fallbacks,
         }
     }
 
@@ -126,6 +130,9 @@ impl SignatureVerifier {
                 })
                 .collect();
             let checked = verify_each(&candidates);
+            if checked.fell_back {
+                self.fallbacks.inc();
+            }
             for (job, valid) in batch.into_iter().zip(checked.valid) {
                 // The request may have gone away; its answer is then of no use to anyone.
                 let _ = job.answer.send(valid);
@@ -158,7 +165,7 @@ mod tests {
             HistogramOpts::new("t", "t").buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 64.0]),
         )
         .unwrap();
-        SignatureVerifier::new(max_batch, histogram)
+        SignatureVerifier::new(max_batch, histogram, IntCounter::new("f", "f").unwrap())
     }
 
     fn job(seed: u8, valid: bool) -> (VerifyingKey, Vec<u8>, Signature) {
