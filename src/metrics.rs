@@ -19,6 +19,8 @@ pub struct Metrics {
     pub verify_batch_fallbacks: IntCounter,
     pub nonce_entries: IntGauge,
     pub machines: IntGaugeVec,
+    /// RocksDB's own memory by part: `memtables`, `block_cache`, `table_readers`.
+    pub store_memory: IntGaugeVec,
     pub sweeps: IntCounter,
     pub sweep_seconds: Histogram,
     pub last_sweep: IntGauge,
@@ -76,6 +78,16 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(machines.clone()))
             .expect("metric registered once");
+        let store_memory = IntGaugeVec::new(
+            Opts::new(
+                "tempvault_store_memory_bytes",
+                "Memory RocksDB reports for its memtables, block cache and table readers.",
+            ),
+            &["part"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(store_memory.clone()))
+            .expect("metric registered once");
         Self {
             reads: counter_vec(
                 &r,
@@ -112,6 +124,7 @@ impl Metrics {
                 "Nonces remembered inside the skew window.",
             ),
             machines,
+            store_memory,
             sweeps: counter(&r, "tempvault_sweeps_total", "Expiry sweeps run."),
             sweep_seconds: histogram(
                 &r,

@@ -174,6 +174,19 @@ fn spawn_housekeeping(engine: Arc<Engine>) {
             let left = engine.nonces.purge(chrono::Utc::now().timestamp());
             engine.metrics.nonce_entries.set(left as i64);
             engine.housekeeping();
+            if let Ok(parts) = engine.store.memory() {
+                for (part, bytes) in ["memtables", "block_cache", "table_readers"]
+                    .iter()
+                    .zip(parts)
+                {
+                    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+                    engine
+                        .metrics
+                        .store_memory
+                        .with_label_values(&[part])
+                        .set(bytes);
+                }
+            }
         }
     });
 }

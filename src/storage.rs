@@ -253,6 +253,25 @@ impl Store {
         }
     }
 
+    /// Bytes RocksDB reports for its memtables (all column families), its block cache and
+    /// its table readers outside the cache, in that order.
+    pub fn memory(&self) -> Result<[u64; 3], StoreError> {
+        let db = self.db()?;
+        let mut parts = [0u64; 3];
+        for cf in Cf::ALL {
+            let cf = handle(&db, cf)?;
+            let value = |name: &str| {
+                db.property_int_value_cf(cf, name)
+                    .map(Option::unwrap_or_default)
+            };
+            parts[0] += value("rocksdb.cur-size-all-mem-tables")?;
+            // One cache is shared by every column family.
+            parts[1] = value("rocksdb.block-cache-usage")?;
+            parts[2] += value("rocksdb.estimate-table-readers-mem")?;
+        }
+        Ok(parts)
+    }
+
     /// Syncs the write-ahead log: everything written so far survives a machine crash.
     pub fn sync_wal(&self) -> Result<(), StoreError> {
         Ok(self.db()?.flush_wal(true)?)

@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{nonce, now, Server};
 
 #[test]
@@ -100,4 +102,25 @@ fn metric_names(config: &str) -> Vec<&str> {
         rest = &tail[end..];
     }
     names
+}
+
+#[test]
+fn rocksdb_memory_is_exported_by_part() {
+    let server = Server::start();
+    server.seed_secret("app", "key", "v");
+    let value = |part: &str| {
+        let line = format!("tempvault_store_memory_bytes{{part=\"{part}\"}} ");
+        server
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&line).map(str::to_owned))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    // Updated once a second; the writes above are in a memtable.
+    let seen = common::eventually(Duration::from_secs(5), || {
+        value("memtables").is_some_and(|b| b > 0)
+    });
+    assert!(seen, "{}", server.metrics());
+    assert!(value("block_cache").is_some());
+    assert!(value("table_readers").is_some());
 }
