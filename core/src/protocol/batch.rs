@@ -197,8 +197,13 @@ mod tests {
         assert!(key.is_weak());
         let s = Scalar::from(12345u64);
         let r = (ED25519_BASEPOINT_POINT * s).compress();
+        made_up(key, message, r.as_bytes(), &s)
+    }
+
+    /// A case whose signature is the given `R` and `S`, not made by signing.
+    fn made_up(key: VerifyingKey, message: &str, r: &[u8; 32], s: &Scalar) -> Case {
         let mut bytes = [0u8; 64];
-        bytes[..32].copy_from_slice(r.as_bytes());
+        bytes[..32].copy_from_slice(r);
         bytes[32..].copy_from_slice(s.as_bytes());
         Case {
             key,
@@ -296,15 +301,7 @@ mod tests {
                 .finalize()
                 .into(),
         );
-        let s = k * signing.to_scalar();
-        let mut bytes = [0u8; 64];
-        bytes[..32].copy_from_slice(&r);
-        bytes[32..].copy_from_slice(s.as_bytes());
-        Case {
-            key,
-            message: message.as_bytes().to_vec(),
-            signature: Signature::from_bytes(&bytes),
-        }
+        made_up(key, message, &r, &(k * signing.to_scalar()))
     }
 
     #[test]
