@@ -257,17 +257,15 @@ impl Store {
     /// its table readers outside the cache, in that order.
     pub fn memory(&self) -> Result<[u64; 3], StoreError> {
         let db = self.db()?;
-        let mut parts = [0u64; 3];
+        let value = |cf: Cf, name: &str| -> Result<u64, StoreError> {
+            let value = db.property_int_value_cf(handle(&db, cf)?, name)?;
+            Ok(value.unwrap_or_default())
+        };
+        // One block cache is shared by every column family: read it once.
+        let mut parts = [0, value(Cf::ALL[0], "rocksdb.block-cache-usage")?, 0];
         for cf in Cf::ALL {
-            let cf = handle(&db, cf)?;
-            let value = |name: &str| {
-                db.property_int_value_cf(cf, name)
-                    .map(Option::unwrap_or_default)
-            };
-            parts[0] += value("rocksdb.cur-size-all-mem-tables")?;
-            // One cache is shared by every column family.
-            parts[1] = value("rocksdb.block-cache-usage")?;
-            parts[2] += value("rocksdb.estimate-table-readers-mem")?;
+            parts[0] += value(cf, "rocksdb.cur-size-all-mem-tables")?;
+            parts[2] += value(cf, "rocksdb.estimate-table-readers-mem")?;
         }
         Ok(parts)
     }
