@@ -169,6 +169,13 @@ fn open_read_write(path: &Path) -> Result<DB, StoreError> {
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }
 
+/// Read options that leave the block cache untouched.
+fn uncached() -> rocksdb::ReadOptions {
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.fill_cache(false);
+    opts
+}
+
 /// Closes `db` once operations in flight have let go of it (at most five seconds); gives it
 /// back if they have not.
 fn release(db: Arc<DB>) -> Result<(), Arc<DB>> {
@@ -288,6 +295,20 @@ impl Store {
         decode(cf, &bytes).map(Some)
     }
 
+    /// Like [`Store::get`], but leaves the block cache as it is: for walks over history
+    /// (audit listings), whose blocks would otherwise push out the ones signed reads use.
+    pub fn get_uncached<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let db = self.db()?;
+        let Some(bytes) = db.get_pinned_cf_opt(handle(&db, cf)?, key, &uncached())? else {
+            return Ok(None);
+        };
+        decode(cf, &bytes).map(Some)
+    }
+
     pub fn exists(&self, cf: Cf, key: &[u8]) -> Result<bool, StoreError> {
         let db = self.db()?;
         let found = db.get_pinned_cf(handle(&db, cf)?, key)?.is_some();
@@ -320,13 +341,18 @@ impl Store {
     }
 
     /// Walks keys from `start` on, in order, until `visit` returns `false`.
+    ///
+    /// Every walk (start-up loading, sweeps, listings, audit queries and checks) reads
+    /// past the block cache: a scan touches each block once, and caching it would only push
+    /// out the blocks that signed reads come back to.
     pub fn for_each_from<F>(&self, cf: Cf, start: &[u8], mut visit: F) -> Result<(), StoreError>
     where
         F: FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     {
         let db = self.db()?;
-        let iter = db.iterator_cf(
+        let iter = db.iterator_cf_opt(
             handle(&db, cf)?,
+            uncached(),
             IteratorMode::From(start, Direction::Forward),
         );
         for item in iter {
@@ -341,7 +367,7 @@ impl Store {
     /// The last key in a column family, if any.
     pub fn last_key(&self, cf: Cf) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db()?;
-        let mut iter = db.iterator_cf(handle(&db, cf)?, IteratorMode::End);
+        let mut iter = db.iterator_cf_opt(handle(&db, cf)?, uncached(), IteratorMode::End);
         let last = iter.next().transpose()?.map(|(k, _)| k.to_vec());
         Ok(last)
     }
@@ -477,5 +503,53 @@ mod tests {
             store.scan_prefix(Cf::Projects, &prefix(&["v"])).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].1["x"], 1);
+    }
+
+    #[test]
+    fn walks_and_uncached_gets_leave_the_block_cache_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = store.batch();
+        for i in 0u64..20_000 {
+            b.put(Cf::Audit, &i.to_be_bytes(), &format!("event {i:>200}"))
+                .unwrap();
+        }
+        b.commit(false).unwrap();
+        // Into a table file, where reads go through blocks (the memtable has none).
+        let db = store.db().unwrap();
+        db.flush_cf(handle(&db, Cf::Audit).unwrap()).unwrap();
+        drop(db);
+        let cached = || store.memory().unwrap()[1];
+        let before = cached();
+
+        let mut walked = 0;
+        store
+            .for_each_from(Cf::Audit, &[], |_, _| {
+                walked += 1;
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(walked, 20_000);
+        for i in (0u64..20_000).step_by(17) {
+            let got: Option<String> = store.get_uncached(Cf::Audit, &i.to_be_bytes()).unwrap();
+            assert!(got.is_some());
+        }
+        assert_eq!(store.last_key(Cf::Audit).unwrap(), Some(19_999u64.to_be_bytes().to_vec()));
+        let after_walks = cached();
+        assert!(
+            after_walks <= before + 64 * 1024,
+            "walks filled the block cache: {before} -> {after_walks} bytes"
+        );
+
+        // The same reads through the cache fill it: the check above can fail.
+        for i in (0u64..20_000).step_by(17) {
+            let got: Option<String> = store.get(Cf::Audit, &i.to_be_bytes()).unwrap();
+            assert!(got.is_some());
+        }
+        let after_gets = cached();
+        assert!(
+            after_gets > after_walks + 1024 * 1024,
+            "cached gets did not fill the block cache: {after_walks} -> {after_gets} bytes"
+        );
     }
 }

@@ -70,7 +70,7 @@ impl AuditQuery {
                 return Ok(false);
             }
             let seq = &key[prefix.len()..];
-            if let Some(e) = store.get::<AuditEvent>(Cf::Audit, seq)? {
+            if let Some(e) = store.get_uncached::<AuditEvent>(Cf::Audit, seq)? {
                 if self.filter.matches(&e) {
                     events.push(e);
                 }
