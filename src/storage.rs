@@ -534,7 +534,10 @@ mod tests {
             let got: Option<String> = store.get_uncached(Cf::Audit, &i.to_be_bytes()).unwrap();
             assert!(got.is_some());
         }
-        assert_eq!(store.last_key(Cf::Audit).unwrap(), Some(19_999u64.to_be_bytes().to_vec()));
+        assert_eq!(
+            store.last_key(Cf::Audit).unwrap(),
+            Some(19_999u64.to_be_bytes().to_vec())
+        );
         let after_walks = cached();
         assert!(
             after_walks <= before + 64 * 1024,
