@@ -1,9 +1,11 @@
 #!/bin/sh
-# Reproduces the README load-test figures. Bounded: five runs of 10 s against loopback.
-# Durable and async audit, closed loop; durable with batch verification off; then open
-# loop at half the durable peak, durable and async.
+# Reproduces the README load-test figures. Bounded: seven runs of 10 s against loopback.
+# Durable and async audit, closed loop; durable with batch verification off; durable with
+# valid reads only, batch verification on and off; then open loop at half the durable
+# peak, durable and async. BIN=DIR takes the binaries from DIR
+# instead of target/debug (to compare two builds).
 set -eu
-BIN="$(cd "$(dirname "$0")/.." && pwd)/target/debug"
+BIN="${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug}"
 run_server() { # $1 durability, $2 dir, $3 max_verify_batch (default 64)
     rm -rf "$2"; mkdir -p "$2"
     cat > "$2/tv.toml" <<T
@@ -37,6 +39,15 @@ run_server sync /tmp/lt/nobatch 1
 $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/nobatch/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 3 --report /tmp/lt/nobatch.json > /tmp/lt/nobatch.txt 2>/tmp/lt/nobatch.progress || true
 curl -s http://127.0.0.1:18750/metrics | grep '^tempvault_signature_batch_size_' > /tmp/lt/nobatch.batches
 stop_server /tmp/lt/nobatch
+
+# Valid reads only, durable audit, batch verification on and then off: with forgeries in
+# the mix a third of the batches hold a bad signature and fall back to single checks.
+for b in 64 1; do
+    run_server sync /tmp/lt/valid-$b "$b"
+    $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/valid-$b/data --machines 16 --duration 10s --concurrency 32 --mix 100,0,0,0,0 --bound-seconds 3 --report /tmp/lt/valid-$b.json > /tmp/lt/valid-$b.txt 2>/tmp/lt/valid-$b.progress || true
+    curl -s http://127.0.0.1:18750/metrics | grep '^tempvault_signature_batch_size_' > /tmp/lt/valid-$b.batches
+    stop_server /tmp/lt/valid-$b
+done
 
 peak=$(python3 -c "import json;print(int(json.load(open('/tmp/lt/sync.json'))['throughput_rps']/2))")
 run_server sync /tmp/lt/open
