@@ -2,8 +2,8 @@
 # Reproduces the README load-test figures. Bounded: seven runs of 10 s against loopback.
 # Durable and async audit, closed loop; durable with batch verification off; durable with
 # valid reads only, batch verification on and off; then open loop at half the durable
-# peak, durable and async. BIN=DIR takes the binaries from DIR
-# instead of target/debug (to compare two builds).
+# peak, durable and async. BIN=DIR takes the binaries from DIR instead of target/debug,
+# to compare two builds.
 set -eu
 BIN="${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/debug}"
 run_server() { # $1 durability, $2 dir, $3 max_verify_batch (default 64)
