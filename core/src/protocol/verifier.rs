@@ -12,7 +12,7 @@
 //! Verification stays on the worker that received the request: no thread hop, and the other
 //! workers keep their own batches.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -24,6 +24,12 @@ use super::batch::{verify_each, Candidate};
 /// Most passes of the scheduler a leader yields for, after the first, while more
 /// signatures keep arriving.
 const MAX_GATHER_ROUNDS: usize = 8;
+
+/// How many of a worker's next signatures are checked one by one after one of its batches
+/// failed. A failed batch costs its equation plus a `verify_strict` per signature in it, so
+/// while bad signatures keep arriving (a flood of forgeries), batching would cost more than
+/// it saves; after this many single checks the worker tries batches again.
+pub const SINGLES_AFTER_FAILED_BATCH: usize = 64;
 
 /// One request's signature, waiting for its batch.
 struct Job {
@@ -38,6 +44,17 @@ type Queue = Rc<RefCell<Vec<Job>>>;
 
 thread_local! {
     static QUEUE: Queue = Rc::default();
+    /// Single checks left before this worker batches again.
+    static SINGLES_LEFT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether this worker should check the next signature on its own; counts it if so.
+fn take_single() -> bool {
+    SINGLES_LEFT.with(|left| {
+        let n = left.get();
+        left.set(n.saturating_sub(1));
+        n > 0
+    })
 }
 
 /// Signature verification for the read path: batched across concurrent requests, or one by
@@ -52,7 +69,7 @@ pub struct SignatureVerifier {
 impl SignatureVerifier {
     /// `max_batch` of 1 turns batching off: every signature is checked on its own, at once.
     /// `fallbacks` counts batches whose equation failed, so that each signature in them was
-    /// checked on its own.
+    /// checked on its own (and the worker's next [`SINGLES_AFTER_FAILED_BATCH`] as well).
     pub fn new(max_batch: usize, batch_size: Histogram, fallbacks: IntCounter) -> Self {
         Self {
             max_batch: max_batch.max(1),
@@ -63,7 +80,7 @@ impl SignatureVerifier {
 
     /// Whether `signature` over `message` holds under `key`, with `verify_strict`'s answer.
     pub async fn verify(&self, key: VerifyingKey, message: Vec<u8>, signature: Signature) -> bool {
-        if self.max_batch == 1 {
+        if self.max_batch == 1 || take_single() {
             self.batch_size.observe(1.0);
             return key.verify_strict(&message, &signature).is_ok();
         }
@@ -132,6 +149,7 @@ impl SignatureVerifier {
             let checked = verify_each(&candidates);
             if checked.fell_back {
                 self.fallbacks.inc();
+                SINGLES_LEFT.with(|left| left.set(SINGLES_AFTER_FAILED_BATCH));
             }
             for (job, valid) in batch.into_iter().zip(checked.valid) {
                 // The request may have gone away; its answer is then of no use to anyone.
@@ -208,6 +226,35 @@ mod tests {
         let h = v.batch_size.clone();
         assert_eq!(h.get_sample_count(), 1, "all eight went in one batch");
         assert_eq!(h.get_sample_sum(), 8.0);
+    }
+
+    #[test]
+    fn after_a_failed_batch_the_worker_checks_signatures_alone_for_a_while() {
+        let v = verifier(64);
+        let h = v.batch_size.clone();
+        assert_eq!(
+            run_concurrently(&v, &[true, false, true, true]),
+            [true, false, true, true]
+        );
+        assert_eq!(
+            (h.get_sample_count(), h.get_sample_sum()),
+            (1, 4.0),
+            "one batch"
+        );
+
+        // The next signatures, valid or not, are checked one by one...
+        let valid: Vec<bool> = (0..SINGLES_AFTER_FAILED_BATCH)
+            .map(|i| i % 5 != 3)
+            .collect();
+        assert_eq!(run_concurrently(&v, &valid), valid);
+        let singles = SINGLES_AFTER_FAILED_BATCH as u64;
+        assert_eq!(h.get_sample_count(), 1 + singles, "each alone");
+        assert_eq!(h.get_sample_sum(), 4.0 + singles as f64);
+
+        // ...and then batching resumes.
+        assert_eq!(run_concurrently(&v, &[true; 6]), [true; 6]);
+        assert_eq!(h.get_sample_count(), 2 + singles, "one batch again");
+        assert_eq!(h.get_sample_sum(), 10.0 + singles as f64);
     }
 
     #[test]
