@@ -10,7 +10,8 @@
 //! being checked, so batches grow with the load and no timer is involved.
 //!
 //! Verification stays on the worker that received the request: no thread hop, and the other
-//! workers keep their own batches.
+//! workers keep their own batches. A worker whose batch failed (a bad signature in it)
+//! checks its next [`SINGLES_AFTER_FAILED_BATCH`] signatures alone before it batches again.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
