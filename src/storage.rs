@@ -288,11 +288,7 @@ impl Store {
     }
 
     pub fn get<T: DeserializeOwned>(&self, cf: Cf, key: &[u8]) -> Result<Option<T>, StoreError> {
-        let db = self.db()?;
-        let Some(bytes) = db.get_pinned_cf(handle(&db, cf)?, key)? else {
-            return Ok(None);
-        };
-        decode(cf, &bytes).map(Some)
+        self.get_with(cf, key, &rocksdb::ReadOptions::default())
     }
 
     /// Like [`Store::get`], but leaves the block cache as it is: for walks over history
@@ -302,8 +298,17 @@ impl Store {
         cf: Cf,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
+        self.get_with(cf, key, &uncached())
+    }
+
+    fn get_with<T: DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        opts: &rocksdb::ReadOptions,
+    ) -> Result<Option<T>, StoreError> {
         let db = self.db()?;
-        let Some(bytes) = db.get_pinned_cf_opt(handle(&db, cf)?, key, &uncached())? else {
+        let Some(bytes) = db.get_pinned_cf_opt(handle(&db, cf)?, key, opts)? else {
             return Ok(None);
         };
         decode(cf, &bytes).map(Some)
