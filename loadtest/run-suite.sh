@@ -24,7 +24,6 @@ T
     sleep 1.2
 }
 stop_server() { kill "$(cat "$1/pid")"; sleep 0.5; }
-lt() { $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir "$1/data" "$@"; }
 
 run_server sync /tmp/lt/sync
 $BIN/tempvault-loadtest --server http://127.0.0.1:18750 --data-dir /tmp/lt/sync/data --machines 16 --duration 10s --concurrency 32 --mix 80,5,5,5,5 --bound-seconds 3 --report /tmp/lt/sync.json > /tmp/lt/sync.txt 2>/tmp/lt/sync.progress || true
